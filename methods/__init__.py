@@ -1,0 +1,18 @@
+"""PEFT methods, one module each, usable without the peftbench harness.
+
+    from methods import get_method
+    spec = get_method("lora")
+    model = spec.apply(model, spec.config_cls(r=8))
+
+A new method is one module here with a config dataclass, ``apply`` and a ``SPEC``, registered
+below, plus ``conf/method/<name>.yaml`` for the harness.
+"""
+
+from methods import full, lora
+from methods.base import MethodConfigError, MethodSpec, get_method, method_names, register
+
+# One line per built-in method, in the order listings show them.
+register(full.SPEC)
+register(lora.SPEC)
+
+__all__ = ["MethodConfigError", "MethodSpec", "get_method", "method_names", "register"]

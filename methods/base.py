@@ -1,0 +1,168 @@
+"""The contract every PEFT method in ``methods/`` fulfils, and the registry that holds them.
+
+A method is one module that defines a config dataclass (validated in ``__post_init__``) and an
+``apply(model, config)`` function that injects its modules, freezes everything else and returns the
+model. Mergeable methods also provide ``merge``/``unmerge``. This package knows nothing of the
+peftbench harness: it takes a ``torch.nn.Module`` and gives one back.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+
+class MethodConfigError(ValueError):
+    """A method was given a setting it cannot use (bad rank, unmatched target, ...)."""
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One registered method.
+
+    Attributes:
+        name: the name users type (``method=lora``).
+        config_cls: dataclass holding the method's settings; validates itself in ``__post_init__``.
+        apply: ``apply(model, config) -> model``: injects the method and freezes the base model.
+        param_prefix: prefix of the attribute names of the parameters the method adds (``lora_``);
+            ``None`` for methods that add no parameters (full fine-tuning, BitFit).
+        merge: folds the method's weights into the base weights in place, if the method can.
+        unmerge: exact inverse of ``merge``.
+        description: one line for listings and error messages.
+    """
+
+    name: str
+    config_cls: type
+    apply: Callable[[nn.Module, Any], nn.Module]
+    param_prefix: str | None = None
+    merge: Callable[[nn.Module], nn.Module] | None = None
+    unmerge: Callable[[nn.Module], nn.Module] | None = None
+    description: str = ""
+
+    @property
+    def mergeable(self) -> bool:
+        return self.merge is not None
+
+
+_REGISTRY: dict[str, MethodSpec] = {}
+
+
+def register(spec: MethodSpec) -> MethodSpec:
+    """Adds a method to the registry, refusing a second method of the same name or prefix."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", spec.name):
+        raise ValueError(f"method name {spec.name!r} must be lower-case letters, digits and '_'")
+    if spec.name in _REGISTRY:
+        raise ValueError(f"a method named {spec.name!r} is already registered")
+    if spec.param_prefix is not None:
+        for other in _REGISTRY.values():
+            if other.param_prefix is None:
+                continue
+            if other.param_prefix.startswith(spec.param_prefix) or spec.param_prefix.startswith(
+                other.param_prefix
+            ):
+                raise ValueError(
+                    f"method {spec.name!r}: parameter prefix {spec.param_prefix!r} clashes with "
+                    f"{other.param_prefix!r} of method {other.name!r}"
+                )
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_method(name: str) -> MethodSpec:
+    """Returns the registered method called ``name``, or raises a clear error listing the choices."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise MethodConfigError(
+            f"unknown method {name!r}; the registered methods are: {', '.join(sorted(_REGISTRY))}"
+        ) from None
+
+
+def method_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def is_method_param(param_name: str, prefix: str) -> bool:
+    """True if a parameter's qualified name has a component that starts with ``prefix``."""
+    return any(part.startswith(prefix) for part in param_name.split("."))
+
+
+def freeze_all(model: nn.Module) -> None:
+    for param in model.parameters():
+        param.requires_grad_(False)
+
+
+def check_positive_int(value: Any, key: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise MethodConfigError(f"{key} must be a positive integer, got {value!r}")
+
+
+def replace_module(model: nn.Module, qualified_name: str, new: nn.Module) -> None:
+    """Swaps the submodule at ``qualified_name`` (e.g. ``encoder.layer.0.attention.self.query``)."""
+    parent_name, _, child = qualified_name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def match_modules(
+    model: nn.Module,
+    targets: str | Iterable[str],
+    accept: Callable[[nn.Module], bool],
+    key: str = "target_modules",
+) -> list[str]:
+    """Names of the modules that ``targets`` selects, by name (never by model class).
+
+    Args:
+        model: the model to search.
+        targets: a regular expression matched against each full module name (a ``str``), or a list
+            of names, each matching a module whose name equals it or ends with ``.<name>``.
+        accept: which module types the method can wrap; matches of other types are an error.
+        key: the config key named in error messages.
+
+    Raises:
+        MethodConfigError: if nothing matches, naming the model's candidate modules.
+    """
+    if isinstance(targets, str):
+        pattern = re.compile(targets)
+
+        def selected(name: str) -> bool:
+            return pattern.fullmatch(name) is not None
+    else:
+        wanted = list(targets)
+
+        def selected(name: str) -> bool:
+            return any(name == t or name.endswith("." + t) for t in wanted)
+
+    names = [name for name, module in model.named_modules() if name and selected(name)]
+    wrong_type = [n for n in names if not accept(model.get_submodule(n))]
+    names = [n for n in names if n not in wrong_type]
+    if not names:
+        candidates = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if n and accept(m)})
+        hint = f" (matched only modules of a type it cannot wrap: {wrong_type[:5]})" if wrong_type else ""
+        raise MethodConfigError(
+            f"{key}={targets!r} matched no module of {type(model).__name__}{hint}. "
+            f"Modules it can target in this model: {', '.join(candidates) or 'none'}."
+        )
+    return names
+
+
+def method_state_dict(model: nn.Module, spec: MethodSpec) -> dict[str, Any]:
+    """The state a method adds: the ``<prefix>*`` entries, or every entry for prefix-less methods.
+
+    Tensors shared between names (tied embeddings) appear once, under their first name.
+    """
+    state = model.state_dict()
+    if spec.param_prefix is not None:
+        return {k: v for k, v in state.items() if is_method_param(k, spec.param_prefix)}
+    seen: set[int] = set()
+    unique = {}
+    for key, value in state.items():
+        if value.data_ptr() in seen and value.numel() > 0:
+            continue
+        seen.add(value.data_ptr())
+        unique[key] = value
+    return unique

@@ -1,0 +1,166 @@
+"""LoRA: low-rank adaptation of linear layers."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from methods.base import (
+    MethodConfigError,
+    MethodSpec,
+    check_positive_int,
+    freeze_all,
+    match_modules,
+    replace_module,
+)
+from methods.targets import default_targets
+
+try:  # GPT-2 keeps its projections in a transposed "Conv1D" (weight shape: in x out).
+    from transformers.pytorch_utils import Conv1D
+except ImportError:  # pragma: no cover - transformers is a dependency, but methods/ must not need it
+    Conv1D = ()
+
+
+@dataclass
+class LoraConfig:
+    """Settings of LoRA.
+
+    Attributes:
+        r: rank of the update ``B @ A``.
+        alpha: scaling numerator: the update is scaled by ``alpha / r`` (or ``alpha / sqrt(r)``).
+        dropout: dropout applied to the input of the low-rank path only.
+        target_modules: module names (each matching a module named so or ending in ``.<name>``) or
+            one regular expression over full module names; ``None`` takes the family's defaults.
+        use_rslora: scale by ``alpha / sqrt(r)`` (rank-stabilised LoRA, Kalajdzievski 2023).
+    """
+
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: Any = None
+    use_rslora: bool = False
+
+    def __post_init__(self) -> None:
+        check_positive_int(self.r, "rank (LoRA's r)")
+        if not isinstance(self.alpha, (int, float)) or self.alpha <= 0:
+            raise MethodConfigError(f"alpha must be a positive number, got {self.alpha!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise MethodConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.target_modules is not None and not isinstance(self.target_modules, str):
+            self.target_modules = list(self.target_modules)
+            if not self.target_modules or not all(isinstance(t, str) for t in self.target_modules):
+                raise MethodConfigError(
+                    f"target_modules must be a regex string or a non-empty list of module names, "
+                    f"got {self.target_modules!r}"
+                )
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / (math.sqrt(self.r) if self.use_rslora else self.r)
+
+
+def _is_linear(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) or (bool(Conv1D) and isinstance(module, Conv1D))
+
+
+class LoraLinear(nn.Module):
+    """A linear layer with a trainable low-rank update (Hu et al. 2021, eq. 3).
+
+    ``h = W0 x + b + (alpha / r) * B A dropout(x)`` with ``A: r x in``, ``B: out x r``. ``B`` starts at
+    zero so the layer starts as the frozen base layer. The base ``weight`` and ``bias`` keep their
+    names, so the base model's state-dict keys are unchanged and only ``lora_*`` keys are added.
+
+    Args:
+        base: the ``nn.Linear`` (weight ``out x in``) or GPT-2 ``Conv1D`` (weight ``in x out``) to adapt.
+        config: the LoRA settings.
+    """
+
+    def __init__(self, base: nn.Module, config: LoraConfig) -> None:
+        super().__init__()
+        self.fan_in_fan_out = not isinstance(base, nn.Linear)
+        self.weight = base.weight
+        self.bias = base.bias
+        in_features, out_features = self.weight.shape if self.fan_in_fan_out else self.weight.shape[::-1]
+        self.in_features, self.out_features = in_features, out_features
+        factory = {"device": self.weight.device, "dtype": self.weight.dtype}
+        self.lora_A = nn.Parameter(torch.empty(config.r, in_features, **factory))
+        self.lora_B = nn.Parameter(torch.zeros(out_features, config.r, **factory))
+        # Same init as the reference implementation: Kaiming-uniform A, zero B.
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        self.lora_dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        self.scaling = config.scaling
+        self.merged = False
+
+    def _base_weight(self) -> torch.Tensor:
+        """The base weight as ``out x in``."""
+        return self.weight.T if self.fan_in_fan_out else self.weight
+
+    def delta_weight(self) -> torch.Tensor:
+        """``scaling * B @ A`` laid out like ``self.weight``."""
+        delta = (self.lora_B @ self.lora_A) * self.scaling
+        return delta.T if self.fan_in_fan_out else delta
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x: ``(..., in)``. Returns: ``(..., out)``."""
+        out = F.linear(x, self._base_weight(), self.bias)
+        if self.merged:
+            return out
+        low_rank = F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.lora_B)
+        return out + low_rank * self.scaling
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        if not self.merged:
+            self.weight += self.delta_weight()
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if self.merged:
+            self.weight -= self.delta_weight()
+            self.merged = False
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, r={self.lora_A.shape[0]}, scaling={self.scaling:g}"
+
+
+def apply(model: nn.Module, config: LoraConfig) -> nn.Module:
+    """Wraps each targeted linear layer of ``model`` in :class:`LoraLinear` and freezes the rest."""
+    if any(isinstance(m, LoraLinear) for m in model.modules()):
+        raise MethodConfigError("LoRA is already applied to this model")
+    targets = config.target_modules if config.target_modules is not None else default_targets(model, "lora")
+    names = match_modules(model, targets, _is_linear)
+    freeze_all(model)
+    for name in names:
+        replace_module(model, name, LoraLinear(model.get_submodule(name), config))
+    return model
+
+
+def merge(model: nn.Module) -> nn.Module:
+    for module in model.modules():
+        if isinstance(module, LoraLinear):
+            module.merge()
+    return model
+
+
+def unmerge(model: nn.Module) -> nn.Module:
+    for module in model.modules():
+        if isinstance(module, LoraLinear):
+            module.unmerge()
+    return model
+
+
+SPEC = MethodSpec(
+    name="lora",
+    config_cls=LoraConfig,
+    apply=apply,
+    param_prefix="lora_",
+    merge=merge,
+    unmerge=unmerge,
+    description="LoRA (Hu et al. 2021): trainable low-rank updates B A on chosen linear layers",
+)
