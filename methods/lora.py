@@ -31,7 +31,7 @@ class LoraConfig:
     """Settings of LoRA.
 
     Attributes:
-        r: rank of the update ``B @ A``.
+        rank: rank ``r`` of the update ``B @ A``.
         alpha: scaling numerator: the update is scaled by ``alpha / r`` (or ``alpha / sqrt(r)``).
         dropout: dropout applied to the input of the low-rank path only.
         target_modules: module names (each matching a module named so or ending in ``.<name>``) or
@@ -39,14 +39,14 @@ class LoraConfig:
         use_rslora: scale by ``alpha / sqrt(r)`` (rank-stabilised LoRA, Kalajdzievski 2023).
     """
 
-    r: int = 8
+    rank: int = 8
     alpha: float = 16.0
     dropout: float = 0.0
     target_modules: Any = None
     use_rslora: bool = False
 
     def __post_init__(self) -> None:
-        check_positive_int(self.r, "rank (LoRA's r)")
+        check_positive_int(self.rank, "rank")
         if not isinstance(self.alpha, (int, float)) or self.alpha <= 0:
             raise MethodConfigError(f"alpha must be a positive number, got {self.alpha!r}")
         if not 0.0 <= self.dropout < 1.0:
@@ -61,7 +61,7 @@ class LoraConfig:
 
     @property
     def scaling(self) -> float:
-        return self.alpha / (math.sqrt(self.r) if self.use_rslora else self.r)
+        return self.alpha / (math.sqrt(self.rank) if self.use_rslora else self.rank)
 
 
 def _is_linear(module: nn.Module) -> bool:
@@ -88,8 +88,8 @@ class LoraLinear(nn.Module):
         in_features, out_features = self.weight.shape if self.fan_in_fan_out else self.weight.shape[::-1]
         self.in_features, self.out_features = in_features, out_features
         factory = {"device": self.weight.device, "dtype": self.weight.dtype}
-        self.lora_A = nn.Parameter(torch.empty(config.r, in_features, **factory))
-        self.lora_B = nn.Parameter(torch.zeros(out_features, config.r, **factory))
+        self.lora_A = nn.Parameter(torch.empty(config.rank, in_features, **factory))
+        self.lora_B = nn.Parameter(torch.zeros(out_features, config.rank, **factory))
         # Same init as the reference implementation: Kaiming-uniform A, zero B.
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         self.lora_dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()

@@ -16,14 +16,14 @@ _DEFAULT_SHAPES = {
 
 
 def _config(family: str) -> dict:
-    kwargs = {"r": 4, "alpha": 8.0}
+    kwargs = {"rank": 4, "alpha": 8.0}
     if family == "mlp":
         kwargs["target_modules"] = ["fc1", "fc2"]
     return kwargs
 
 
 def _expected(model, family: str, kwargs: dict) -> int:
-    return sum(n * kwargs["r"] * (i + o) for n, i, o in _DEFAULT_SHAPES[family])
+    return sum(n * kwargs["rank"] * (i + o) for n, i, o in _DEFAULT_SHAPES[family])
 
 
 CASE = MethodCase(

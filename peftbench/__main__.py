@@ -1,0 +1,91 @@
+"""``python -m peftbench [key=value ...] [-m]``: one run, or a sweep with ``-m``."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from peftbench.callbacks import SWEEP_ID_ENV
+from peftbench.config import RunConfig, TrainConfig, WandbConfig, register_configs
+
+register_configs()
+
+
+def sweep_context() -> tuple[str, bool]:
+    """``(sweep id, is this a multirun)``; jobs of one sweep share the id, even in other processes."""
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    if multirun:
+        return os.environ.get(SWEEP_ID_ENV) or Path(hc.sweep.dir).name, True
+    return Path(hc.run.dir).name, False
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def hydra_main(cfg: DictConfig) -> float | None:
+    from peftbench.runner import run  # torch and transformers load only once the config is good
+
+    sweep_id, multirun = sweep_context()
+    record = run(cfg, sweep_id)
+    if not multirun and record.status != "success":
+        refused = record.error.startswith(("ConfigError", "MethodConfigError"))
+        print(f"\npeftbench: run {record.run_id} {'refused' if refused else record.status}: "
+              f"{record.error.split(': ', 1)[-1] if refused else record.error}", file=sys.stderr)
+        if not refused:
+            print(f"The traceback is in {cfg.results_dir}/runs/{record.run_id}.json.", file=sys.stderr)
+        sys.exit(2 if refused else 1)
+    if not multirun:
+        print(f"peftbench: run {record.run_id}: {record.metric}={record.score:.4f}, trainable "
+              f"{record.trainable_params:,} of {record.total_params:,} parameters "
+              f"({record.trainable_pct:.3f}%); recorded in {cfg.results_dir}/runs.csv")
+    return record.score
+
+
+# Top-level keys whose own keys we check before Hydra starts, for a message that lists the choices.
+NESTED = {"train": TrainConfig, "wandb": WandbConfig}
+
+
+def check_override_keys(args: list[str]) -> str | None:
+    """An error message for a ``key=value`` argument whose key does not exist, else None."""
+    top_keys = [f.name for f in fields(RunConfig)]
+    for arg in args:
+        if arg.startswith(("-", "+", "~")) or "=" not in arg:
+            continue
+        key = arg.split("=", 1)[0]
+        parts = key.split(".")
+        if "/" in key or "@" in key or parts[0] == "hydra":
+            continue
+        if parts[0] not in top_keys:
+            return _unknown(key, arg, top_keys, "top-level keys")
+        if parts[0] in NESTED and len(parts) == 2:
+            allowed = [f.name for f in fields(NESTED[parts[0]])]
+            if parts[1] not in allowed:
+                return _unknown(key, arg, [f"{parts[0]}.{a}" for a in allowed], f"keys of {parts[0]}")
+    return None
+
+
+def _unknown(key: str, arg: str, allowed: list[str], what: str) -> str:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f" Did you mean {close[0]}?" if close else ""
+    return (f"peftbench: unknown config key {key!r} (in the argument {arg!r}).{hint} The {what} are: "
+            f"{', '.join(allowed)}. Settings of the method, model and task go under their node, e.g. "
+            f"method.alpha=32, model.name=<hub id>, task.eval_split=test.")
+
+
+def main() -> None:
+    message = check_override_keys(sys.argv[1:])
+    if message:
+        print(message, file=sys.stderr)
+        sys.exit(2)
+    hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""The public Python API: apply a registered method to any ``torch.nn.Module`` and count parameters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+import methods
+from methods.targets import head_names
+
+
+def apply_method(model: nn.Module, method: str, train_head: bool = True, **settings: Any) -> nn.Module:
+    """Applies a PEFT method to ``model``: only the method's parameters (and the task head) train.
+
+    Args:
+        model: any ``torch.nn.Module``; transformers models get their family's default targets.
+        method: a registered method name (``full``, ``lora``, ...).
+        train_head: keep the task head a task adds (``classifier``, ``score``...) trainable, since it
+            starts untrained; the head names per family are in ``methods/targets.yaml``.
+        **settings: fields of the method's config dataclass, e.g. ``rank=8, target_modules=[...]``.
+
+    Returns:
+        The adapted model (the same object for methods that inject in place).
+
+    Raises:
+        methods.MethodConfigError: unknown method, unknown or invalid setting, target not found.
+    """
+    spec = methods.get_method(method)
+    try:
+        config = spec.config_cls(**settings)
+    except TypeError as err:
+        allowed = ", ".join(f.name for f in spec.config_cls.__dataclass_fields__.values()) or "none"
+        raise methods.MethodConfigError(f"{method}: {err}; its settings are: {allowed}") from None
+    heads = [model.get_submodule(h) for h in head_names(model) if hasattr(model, h)]
+    model = spec.apply(model, config)
+    if train_head:
+        for head in heads:
+            head.requires_grad_(True)
+    return model
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """Returns ``(trainable, total)`` parameter counts; a tied or shared tensor counts once."""
+    trainable = total = 0
+    for param in model.parameters():  # parameters() yields each shared Parameter once
+        total += param.numel()
+        if param.requires_grad:
+            trainable += param.numel()
+    return trainable, total
+
+
+def merge_method(model: nn.Module, method: str) -> nn.Module:
+    """Folds a mergeable method's weights into the base weights (no extra inference cost)."""
+    spec = methods.get_method(method)
+    if spec.merge is None:
+        raise methods.MethodConfigError(f"method {method!r} cannot be merged into the base weights")
+    return spec.merge(model)
+
+
+def unmerge_method(model: nn.Module, method: str) -> nn.Module:
+    """Undoes :func:`merge_method`."""
+    spec = methods.get_method(method)
+    if spec.unmerge is None:
+        raise methods.MethodConfigError(f"method {method!r} cannot be merged into the base weights")
+    return spec.unmerge(model)

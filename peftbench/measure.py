@@ -1,0 +1,185 @@
+"""Measurements that know nothing of methods: memory by the device, time by synchronized clocks."""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+import psutil
+import torch
+
+CLEAR_REFS = "/proc/self/clear_refs"
+
+
+def synchronize(device: torch.device) -> None:
+    """Waits for queued device work, so a clock read after it covers that work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def read_peak_rss_bytes() -> int | None:
+    """The process's peak resident size since the last reset (Linux ``VmHWM``), or None."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+@dataclass
+class MemoryPeak:
+    """Peak memory of one run.
+
+    Attributes:
+        peak_rss_bytes: the process's peak resident size during the run.
+        peak_gpu_mem_bytes: ``torch.cuda.max_memory_allocated`` during the run (None on CPU).
+        peak_gpu_reserved_bytes: ``torch.cuda.max_memory_reserved`` during the run (None on CPU).
+    """
+
+    peak_rss_bytes: int
+    peak_gpu_mem_bytes: int | None = None
+    peak_gpu_reserved_bytes: int | None = None
+
+
+class MemoryMeter:
+    """Peak memory of the run alone, even when several runs share one process.
+
+    On CPU the kernel's peak-RSS counter is reset at the start (writing 5 to ``/proc/self/clear_refs``)
+    so an earlier run's peak is not charged to this one; where that is not possible, a thread samples
+    the resident size every ``interval_s``. On CUDA the allocator's peak statistics are reset.
+    """
+
+    def __init__(self, device: torch.device, interval_s: float = 0.005) -> None:
+        self.device = device
+        self.interval_s = interval_s
+        self._sampled_peak = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._kernel_peak = False
+
+    def start(self) -> None:
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+            held = torch.cuda.memory_allocated(self.device)
+            if held:
+                raise RuntimeError(
+                    f"{held} bytes are already allocated on {self.device} before the run started "
+                    "(a model left over from an earlier run?); the run's peak would include them"
+                )
+            torch.cuda.reset_peak_memory_stats(self.device)
+        try:
+            with open(CLEAR_REFS, "w") as f:
+                f.write("5")
+            self._kernel_peak = read_peak_rss_bytes() is not None
+        except OSError:
+            self._kernel_peak = False
+        if not self._kernel_peak:
+            self._sampled_peak = psutil.Process().memory_info().rss
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+
+    def _sample(self) -> None:
+        process = psutil.Process()
+        while not self._stop.wait(self.interval_s):
+            self._sampled_peak = max(self._sampled_peak, process.memory_info().rss)
+
+    def stop(self) -> MemoryPeak:
+        synchronize(self.device)
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+        rss = read_peak_rss_bytes() if self._kernel_peak else self._sampled_peak
+        peak = MemoryPeak(peak_rss_bytes=int(rss or 0))
+        if self.device.type == "cuda":
+            peak.peak_gpu_mem_bytes = torch.cuda.max_memory_allocated(self.device)
+            peak.peak_gpu_reserved_bytes = torch.cuda.max_memory_reserved(self.device)
+        return peak
+
+
+def release_device_memory(device: torch.device) -> None:
+    """Frees what the finished run left, so the next run in this process starts clean."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+class ThroughputMeter:
+    """Samples/s and tokens/s over the steps after a warm-up, with the device synchronized at the
+    edges of the timed window (never inside it).
+
+    Call :meth:`step_done` after every optimizer step with that step's sample and token counts.
+    """
+
+    def __init__(self, device: torch.device, warmup_steps: int, clock=time.perf_counter) -> None:
+        self.device = device
+        self.warmup_steps = warmup_steps
+        self.clock = clock
+        self.steps = self.samples = self.tokens = 0
+        self.timed_steps = 0
+        self._t0: float | None = None
+        self.elapsed_s = 0.0
+
+    def step_done(self, samples: int, tokens: int) -> None:
+        self.steps += 1
+        if self.steps == self.warmup_steps:
+            self._start_window()
+        elif self.steps > self.warmup_steps:
+            if self._t0 is None:  # warmup_steps == 0: the window opened before the first step
+                raise RuntimeError("ThroughputMeter.begin() must be called before the first step")
+            self.samples += samples
+            self.tokens += tokens
+            self.timed_steps += 1
+
+    def begin(self) -> None:
+        """Marks the start of training (opens the window at once when there is no warm-up)."""
+        if self.warmup_steps == 0:
+            self._start_window()
+
+    def _start_window(self) -> None:
+        synchronize(self.device)
+        self._t0 = self.clock()
+
+    def end(self) -> None:
+        synchronize(self.device)
+        if self._t0 is not None and self.timed_steps:
+            self.elapsed_s = self.clock() - self._t0
+
+    def samples_per_s_so_far(self) -> float | None:
+        """For progress display only: reads the clock without synchronizing the device."""
+        if self._t0 is None or not self.timed_steps:
+            return None
+        return self.samples / max(self.clock() - self._t0, 1e-9)
+
+    @property
+    def samples_per_s(self) -> float | None:
+        return self.samples / self.elapsed_s if self.elapsed_s > 0 else None
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        return self.tokens / self.elapsed_s if self.elapsed_s > 0 else None
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

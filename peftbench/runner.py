@@ -1,0 +1,254 @@
+"""The life of one run, top to bottom: config -> model -> method -> data -> train -> measure -> record.
+
+Each stage is one function below. :func:`run` never raises for a failed run: the failure is recorded
+(status ``failed`` with its error) so a sweep goes on; Ctrl-C records ``cancelled`` and re-raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from peftbench import provenance
+from peftbench.api import apply_method, count_parameters
+from peftbench.config import Validated, validate
+from peftbench.errors import ConfigError
+from peftbench.measure import (
+    MemoryMeter,
+    ThroughputMeter,
+    device_name,
+    release_device_memory,
+    synchronize,
+)
+from peftbench.metrics import load_metric
+from peftbench.models import load_model
+from peftbench.progress import Progress
+from peftbench.record import RunRecord
+from peftbench.sinks import save_record
+from peftbench.tasks import TaskData, load_task
+
+# Keys that do not change what a run computes, left out of its identity (run_key).
+NOT_IN_RUN_KEY = ("results_dir", "wandb", "verbose")
+
+
+def run(cfg: DictConfig, sweep_id: str = "") -> RunRecord:
+    """Runs one benchmark run from a composed config and records it, whatever happens."""
+    record = RunRecord(sweep_id=sweep_id)
+    config = OmegaConf.to_container(cfg, resolve=False)
+    results_dir = Path(str(cfg.get("results_dir", "results")))
+    device = torch.device("cpu")
+    try:
+        config = OmegaConf.to_container(cfg, resolve=True)
+        describe(record, config)
+        checked = validate(cfg)  # every bad value is refused here, before any work
+        device = pick_device(checked.run.device)
+        record.lr, record.device = checked.lr, str(device)
+        quiet_libraries(checked.run.verbose)
+        seed_everything(checked.run.seed)
+        memory = MemoryMeter(device)
+        memory.start()
+        model, tokenizer = build_model(checked, device, record)
+        data = load_task(checked.run.task, tokenizer, checked.run.train)
+        stats = train(model, tokenizer, data, checked, device)
+        record.score, record.eval_samples_per_s = evaluate(model, tokenizer, data, checked, device)
+        record.metric = data.metric
+        fill_measurements(record, stats, memory)
+        del model
+    except KeyboardInterrupt as err:
+        record.fail(err, status="cancelled")
+        raise
+    except Exception as err:
+        record.fail(err)
+    finally:
+        record.close()
+        save_record(record, results_dir, config, config.get("wandb") or {})
+        release_device_memory(device)
+    return record
+
+
+def describe(record: RunRecord, config: dict[str, Any]) -> None:
+    """Fills what identifies the run, from the raw config, so even a refused run is labelled."""
+    method, model, task = (config.get(k) or {} for k in ("method", "model", "task"))
+    record.method, record.model, record.task = method.get("name", ""), model.get("name", ""), task.get("name", "")
+    record.seed = config.get("seed")
+    record.rank = config.get("rank") if "rank" in method else None
+    settings = {k: v for k, v in method.items() if k not in ("name", "lr")}
+    record.method_settings = json.dumps(settings, sort_keys=True, separators=(",", ":"))
+    record.run_key = run_key(config)
+    record.config_json = json.dumps(config, sort_keys=True, default=str)
+    record.git_sha, record.git_dirty = provenance.git_state()
+    for key, value in provenance.versions().items():
+        setattr(record, key, value)
+    record.hostname = provenance.hostname()
+    record.num_threads = torch.get_num_threads()
+
+
+def run_key(config: dict[str, Any]) -> str:
+    """A stable identity of what a run computes: the resolved config, seed included, minus paths."""
+    kept = {k: v for k, v in config.items() if k not in NOT_IN_RUN_KEY and k != "hydra"}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={requested!r} but this machine has no CUDA device; use device=cpu or auto")
+    return device
+
+
+def quiet_libraries(verbose: bool) -> None:
+    import datasets
+    import transformers
+
+    if verbose:
+        transformers.logging.set_verbosity_warning()
+        datasets.enable_progress_bars()
+        return
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    datasets.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    with contextlib.suppress(ImportError):
+        import numpy as np
+
+        np.random.seed(seed)
+
+
+def build_model(checked: Validated, device: torch.device, record: RunRecord) -> tuple[nn.Module, Any]:
+    """Loads the model, applies the method, counts parameters and moves it to the device."""
+    run_cfg = checked.run
+    model, tokenizer = load_model(run_cfg.model, run_cfg.task)
+    model = apply_method(model, checked.method_name, **checked.method_settings)
+    record.trainable_params, record.total_params = count_parameters(model)
+    record.trainable_pct = 100.0 * record.trainable_params / record.total_params
+    return model.to(device), tokenizer
+
+
+def make_loader(dataset, tokenizer, batch_size: int, shuffle: bool, seed: int = 0) -> torch.utils.data.DataLoader:
+    from transformers import DataCollatorWithPadding
+
+    generator = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(
+        dataset.with_format("python"), batch_size=batch_size, shuffle=shuffle, generator=generator,
+        collate_fn=DataCollatorWithPadding(tokenizer, return_tensors="pt"),
+    )
+
+
+def batches(loader, total_steps: int):
+    """``total_steps`` batches, cycling through epochs (each reshuffled by the loader's generator)."""
+    step = 0
+    while True:
+        for batch in loader:
+            if step == total_steps:
+                return
+            step += 1
+            yield step, batch
+
+
+@dataclass
+class TrainStats:
+    steps: int
+    wall_s: float
+    meter: ThroughputMeter
+    loss_curve: list[tuple[int, float]] = field(default_factory=list)
+
+
+def train(model: nn.Module, tokenizer, data: TaskData, checked: Validated, device: torch.device) -> TrainStats:
+    """AdamW with linear warm-up and decay for the configured budget; loss read every ``log_every``."""
+    t = checked.run.train
+    loader = make_loader(data.train, tokenizer, t.batch_size, shuffle=True, seed=checked.run.seed)
+    total = t.steps if t.steps is not None else max(1, math.ceil(t.epochs * len(loader)))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=checked.lr, weight_decay=t.weight_decay)
+    from transformers import get_linear_schedule_with_warmup
+
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(t.warmup_ratio * total), total)
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
+    autocast = torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None and device.type == "cuda")
+    scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16" and device.type == "cuda")
+    meter = ThroughputMeter(device, warmup_steps=min(t.measure_warmup_steps, total - 1))
+    progress, curve = Progress(total, "train"), []
+    loss_sum, since = torch.zeros((), device=device), 0
+    model.train()
+    started = time.perf_counter()
+    meter.begin()
+    for step, batch in batches(loader, total):
+        samples, tokens = len(batch["labels"]), int(batch["attention_mask"].sum())  # on the CPU: no sync
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with autocast:
+            loss = model(**batch).loss
+        scaler.scale(loss).backward()
+        if t.max_grad_norm:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss_sum += loss.detach().float()
+        since += 1
+        meter.step_done(samples, tokens)
+        if step % t.log_every == 0 or step == total:
+            mean = (loss_sum / since).item()  # the only sync point inside the loop
+            if not math.isfinite(mean):
+                raise FloatingPointError(f"training loss became {mean} by step {step}")
+            curve.append((step, mean))
+            loss_sum.zero_()
+            since = 0
+            progress.update(step, loss=mean, samples_per_s=meter.samples_per_s_so_far())
+    meter.end()
+    progress.close()
+    return TrainStats(steps=total, wall_s=time.perf_counter() - started, meter=meter, loss_curve=curve)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, tokenizer, data: TaskData, checked: Validated, device: torch.device) -> tuple[float, float]:
+    """Scores the evaluation split; returns ``(score, evaluation samples/s)``."""
+    loader = make_loader(data.eval, tokenizer, checked.run.train.eval_batch_size, shuffle=False)
+    model.eval()
+    predictions, references = [], []
+    progress = Progress(len(loader), "eval")
+    synchronize(device)
+    started = time.perf_counter()
+    for i, batch in enumerate(loader, start=1):
+        references.append(batch.pop("labels"))
+        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+        predictions.append(logits.argmax(-1).cpu() if logits.shape[-1] > 1 else logits.squeeze(-1).float().cpu())
+        progress.update(i)
+    synchronize(device)
+    elapsed = time.perf_counter() - started
+    progress.close()
+    metric = data.metric
+    scores = load_metric(metric).compute(predictions=torch.cat(predictions).tolist(),
+                                         references=torch.cat(references).tolist())
+    score = scores[metric] if metric in scores else next(iter(scores.values()))
+    return float(score), len(data.eval) / elapsed
+
+
+def fill_measurements(record: RunRecord, stats: TrainStats, memory: MemoryMeter) -> None:
+    peak = memory.stop()
+    record.peak_rss_bytes = peak.peak_rss_bytes
+    record.peak_gpu_mem_bytes, record.peak_gpu_reserved_bytes = peak.peak_gpu_mem_bytes, peak.peak_gpu_reserved_bytes
+    record.train_samples_per_s, record.train_tokens_per_s = stats.meter.samples_per_s, stats.meter.tokens_per_s
+    record.train_time_s, record.train_steps = stats.wall_s, stats.steps
+    record.loss_curve = stats.loss_curve
+    record.final_train_loss = stats.loss_curve[-1][1] if stats.loss_curve else None
+    record.device_name = device_name(torch.device(record.device))
