@@ -46,7 +46,7 @@ class LoraConfig:
     use_rslora: bool = False
 
     def __post_init__(self) -> None:
-        check_positive_int(self.rank, "rank")
+        check_positive_int(self.rank, "rank (LoRA's r, for example 2, 4, 8 or 16)")
         if not isinstance(self.alpha, (int, float)) or self.alpha <= 0:
             raise MethodConfigError(f"alpha must be a positive number, got {self.alpha!r}")
         if not 0.0 <= self.dropout < 1.0:

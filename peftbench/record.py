@@ -101,7 +101,8 @@ def append_csv_row(path: Path, row: dict[str, Any]) -> None:
     """Appends ``row`` to the CSV at ``path``, writing the header if the file is new or empty.
 
     A file written by an older version with other columns is rewritten once, under the lock, to the
-    union of both column sets (atomically, via a temporary file), so no recorded value is lost.
+    union of both column sets, so no recorded value is lost. The rewrite happens in place (other
+    writers hold this inode's lock) after a backup copy ``runs.csv.bak`` is safely on disk.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
@@ -114,7 +115,7 @@ def append_csv_row(path: Path, row: dict[str, Any]) -> None:
                 columns = header
             else:
                 columns = header + [c for c in columns if c not in header]
-                _rewrite_with_columns(path, columns)
+                _rewrite_with_columns(fd, path, columns)
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
         if not header:
@@ -132,16 +133,21 @@ def _read_header(path: Path) -> list[str]:
         return next(csv.reader(f), [])
 
 
-def _rewrite_with_columns(path: Path, columns: list[str]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(path, newline="", encoding="utf-8") as src, open(tmp, "w", newline="", encoding="utf-8") as dst:
-        writer = csv.DictWriter(dst, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        for old in csv.DictReader(src):
-            writer.writerow({c: old.get(c, "") for c in columns})
-        dst.flush()
-        os.fsync(dst.fileno())
-    os.replace(tmp, path)
+def _rewrite_with_columns(fd: int, path: Path, columns: list[str]) -> None:
+    old_text = path.read_text(encoding="utf-8")
+    backup = path.with_suffix(path.suffix + ".bak")
+    backup.write_text(old_text, encoding="utf-8")
+    with open(backup, "rb") as f:
+        os.fsync(f.fileno())
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for old in csv.DictReader(io.StringIO(old_text)):
+        writer.writerow({c: old.get(c, "") for c in columns})
+    os.ftruncate(fd, 0)
+    os.write(fd, buffer.getvalue().encode("utf-8"))
+    os.fsync(fd)
+    backup.unlink()
 
 
 def write_json(path: Path, record: RunRecord) -> None:

@@ -1,0 +1,99 @@
+"""Every config file composes and validates; the registry matches conf/method; bad input is refused."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+import methods
+from peftbench.config import register_configs, validate
+from peftbench.errors import ConfigError
+from tests.conftest import REPO, run_cli
+
+CONF = REPO / "conf"
+register_configs()
+
+
+def _compose(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+def group_options() -> list[tuple[str, str]]:
+    found = []
+    for path in sorted(CONF.rglob("*.yaml")):
+        rel = path.relative_to(CONF)
+        if len(rel.parts) > 1 and rel.parts[0] != "hydra":
+            found.append(("/".join(rel.parts[:-1]), path.stem))
+    return found
+
+
+def test_conf_has_files():
+    assert len(group_options()) >= 8
+
+
+@pytest.mark.parametrize("group,option", group_options(), ids=lambda v: str(v))
+def test_every_config_file_composes_and_validates(group, option):
+    cfg = _compose([f"{group}={option}"])
+    checked = validate(cfg)
+    assert checked.run.results_dir == "results"
+    if group == "method":
+        assert checked.method_name == option
+
+
+def test_registry_names_match_method_configs():
+    assert sorted(p.stem for p in (CONF / "method").glob("*.yaml")) == methods.method_names()
+
+
+def test_registry_refuses_duplicate_names_and_prefixes():
+    lora = methods.get_method("lora")
+    with pytest.raises(ValueError, match="already registered"):
+        methods.register(lora)
+    clash = methods.MethodSpec(name="lora2", config_cls=lora.config_cls, apply=lora.apply, param_prefix="lora_")
+    with pytest.raises(ValueError, match="clashes"):
+        methods.register(clash)
+
+
+def test_rank_reaches_lora_and_lr_comes_from_the_method():
+    checked = validate(_compose(["rank=4"]))
+    assert checked.method_settings["rank"] == 4
+    assert checked.lr == checked.method_lr == 5e-4
+    assert validate(_compose(["train.lr=1e-3"])).lr == 1e-3
+    assert validate(_compose(["method=full"])).lr == 5e-5
+
+
+@pytest.mark.parametrize("overrides,key", [
+    (["rank=0"], "rank"), (["rank=-3"], "rank"), (["train.steps=null"], "train.steps"),
+    (["train.batch_size=0"], "train.batch_size"), (["train.precision=fp8"], "train.precision"),
+    (["wandb.mode=sometimes"], "wandb.mode"), (["device=tpu"], "device"), (["method.dropout=1.5"], "dropout"),
+])
+def test_bad_values_are_refused_with_the_key(overrides, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(_compose(overrides))
+
+
+@pytest.mark.parametrize("arg,expected", [
+    ("method=nosuch", ["method/nosuch", "full", "lora"]),
+    ("model=nosuch", ["model/nosuch", "minilm", "roberta-base"]),
+    ("task=nosuch", ["task/nosuch", "vader", "sst2"]),
+    ("rank=0", ["rank", "positive integer"]),
+    ("rank=-3", ["rank", "positive integer"]),
+    ("rank=abc", ["rank=abc", "Integer"]),
+    ("model.name=nosuch/model", ["model.name='nosuch/model'", "minilm"]),
+    ("nosuchkey=1", ["nosuchkey", "top-level keys are: method, model, task, rank"]),
+    ("train.lrr=1", ["train.lrr", "Did you mean train.lr?"]),
+])
+def test_cli_refuses_bad_input_before_training_and_keeps_recorded_rows(arg, expected, tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "runs.csv").write_text("run_id,status\nkept,success\n")
+    proc = run_cli([arg, f"results_dir={results}", "wandb.mode=disabled"], cwd=tmp_path, timeout=120)
+    assert proc.returncode != 0
+    for text in expected:
+        assert text in proc.stderr, proc.stderr
+    assert "[train]" not in proc.stderr  # refused before any training step
+    rows = list(csv.DictReader(open(results / "runs.csv")))
+    assert rows[0]["run_id"] == "kept"
+    assert all(r["status"] != "success" for r in rows[1:])

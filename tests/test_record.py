@@ -1,0 +1,69 @@
+"""The run record and runs.csv: columns, empty cells, concurrent appends, schema changes."""
+
+from __future__ import annotations
+
+import csv
+import multiprocessing as mp
+from pathlib import Path
+
+from peftbench.record import CSV_COLUMNS, RunRecord, append_csv_row
+
+REQUIRED = ("run_id, sweep_id, status, method, model, task, seed, rank, trainable_params, total_params, "
+            "trainable_pct, peak_gpu_mem_bytes, peak_rss_bytes, train_samples_per_s, train_tokens_per_s, "
+            "train_time_s, score, metric, device, torch_version, transformers_version, git_sha, config_json").split(", ")
+
+
+def test_csv_has_every_required_column():
+    assert set(REQUIRED) <= set(CSV_COLUMNS)
+    assert "loss_curve" not in CSV_COLUMNS
+
+
+def test_values_that_do_not_apply_are_empty_cells(tmp_path):
+    record = RunRecord(method="full", seed=0)
+    record.close()
+    row = record.to_row()
+    assert row["rank"] == "" and row["peak_gpu_mem_bytes"] == "" and row["status"] == "success"
+    append_csv_row(tmp_path / "runs.csv", row)
+    (read,) = csv.DictReader(open(tmp_path / "runs.csv"))
+    assert read["rank"] == "" and read["method"] == "full" and read["seed"] == "0"
+
+
+def test_failed_record_keeps_the_error():
+    record = RunRecord()
+    try:
+        raise FloatingPointError("loss became nan")
+    except FloatingPointError as err:
+        record.fail(err)
+    record.close()
+    assert record.status == "failed"
+    assert record.error == "FloatingPointError: loss became nan"
+    assert "Traceback" in record.traceback
+
+
+def _append_many(path: str, worker: int, n: int) -> None:
+    for i in range(n):
+        append_csv_row(Path(path), {"run_id": f"{worker}-{i}", "status": "success", "config_json": "x" * 300})
+
+
+def test_concurrent_appends_never_interleave_or_lose_rows(tmp_path):
+    path = tmp_path / "runs.csv"
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_append_many, args=(str(path), w, 200)) for w in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+        assert p.exitcode == 0
+    rows = list(csv.DictReader(open(path)))
+    assert len(rows) == 1600
+    assert len({r["run_id"] for r in rows}) == 1600
+    assert all(r["config_json"] == "x" * 300 and r["status"] == "success" for r in rows)
+
+
+def test_new_columns_extend_an_old_file_without_losing_values(tmp_path):
+    path = tmp_path / "runs.csv"
+    path.write_text("run_id,score\nold,0.5\n")
+    append_csv_row(path, {"run_id": "new", "score": "0.7", "status": "success"})
+    rows = list(csv.DictReader(open(path)))
+    assert rows[0] == {"run_id": "old", "score": "0.5", "status": ""}
+    assert rows[1] == {"run_id": "new", "score": "0.7", "status": "success"}
