@@ -30,9 +30,14 @@ def sweep_context() -> tuple[str, bool]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def hydra_main(cfg: DictConfig) -> float | None:
-    from peftbench.runner import run  # torch and transformers load only once the config is good
+    from peftbench.runner import already_done, run  # torch loads only once the config composed
 
     sweep_id, multirun = sweep_context()
+    done = already_done(cfg)
+    if done is not None:
+        print(f"peftbench: skipping: run {done['run_id']} (sweep {done['sweep_id']}) already succeeded with this "
+              f"exact config, {done['metric']}={done['score']}; force=true runs it again.")
+        return float(done["score"]) if done.get("score") else None
     record = run(cfg, sweep_id)
     if not multirun and record.status != "success":
         refused = record.error.startswith(("ConfigError", "MethodConfigError"))

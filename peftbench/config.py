@@ -187,6 +187,8 @@ class RunConfig:
         results_dir: where ``runs.csv`` and per-run files go, relative to where you run.
         device: auto (CUDA if available, else CPU), cpu, cuda or cuda:N.
         verbose: let transformers and datasets log at their usual levels.
+        force: run even if ``results_dir`` already holds a successful run of the same config
+            (by default such a run is skipped, so rerunning a sweep finishes only what is missing).
     """
 
     method: Any = MISSING
@@ -197,6 +199,7 @@ class RunConfig:
     results_dir: str = "results"
     device: str = "auto"
     verbose: bool = False
+    force: bool = False
     train: TrainConfig = field(default_factory=TrainConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
 

@@ -117,6 +117,8 @@ def append_csv_row(path: Path, row: dict[str, Any]) -> None:
                 columns = header + [c for c in columns if c not in header]
                 _rewrite_with_columns(fd, path, columns)
         buffer = io.StringIO()
+        if _ends_without_newline(fd):  # a row torn by a crash: start ours on a line of its own
+            buffer.write("\n")
         writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
         if not header:
             writer.writeheader()
@@ -126,6 +128,11 @@ def append_csv_row(path: Path, row: dict[str, Any]) -> None:
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def _ends_without_newline(fd: int) -> bool:
+    size = os.fstat(fd).st_size
+    return size > 0 and os.pread(fd, 1, size - 1) != b"\n"
 
 
 def _read_header(path: Path) -> list[str]:

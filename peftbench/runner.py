@@ -7,6 +7,7 @@ Each stage is one function below. :func:`run` never raises for a failed run: the
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import json
 import math
@@ -38,8 +39,25 @@ from peftbench.record import RunRecord
 from peftbench.sinks import save_record
 from peftbench.tasks import TaskData, load_task
 
-# Keys that do not change what a run computes, left out of its identity (run_key).
-NOT_IN_RUN_KEY = ("results_dir", "wandb", "verbose")
+# Keys that do not change what a run computes, left out of its identity (run_key). The top-level
+# `rank` is there too: methods with a rank carry its resolved value in their own node, and for the
+# others (full fine-tuning) it changes nothing.
+NOT_IN_RUN_KEY = ("results_dir", "wandb", "verbose", "force", "rank", "hydra")
+
+
+def already_done(cfg: DictConfig) -> dict[str, str] | None:
+    """The recorded successful row with this config's run_key, unless ``force=true``."""
+    if cfg.get("force"):
+        return None
+    key = run_key(OmegaConf.to_container(cfg, resolve=True))
+    path = Path(str(cfg.results_dir)) / "runs.csv"
+    if not path.exists():
+        return None
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            if row.get("run_key") == key and row.get("status") == "success":
+                return row
+    return None
 
 
 def run(cfg: DictConfig, sweep_id: str = "") -> RunRecord:
@@ -96,7 +114,7 @@ def describe(record: RunRecord, config: dict[str, Any]) -> None:
 
 def run_key(config: dict[str, Any]) -> str:
     """A stable identity of what a run computes: the resolved config, seed included, minus paths."""
-    kept = {k: v for k, v in config.items() if k not in NOT_IN_RUN_KEY and k != "hydra"}
+    kept = {k: v for k, v in config.items() if k not in NOT_IN_RUN_KEY}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

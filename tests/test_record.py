@@ -67,3 +67,13 @@ def test_new_columns_extend_an_old_file_without_losing_values(tmp_path):
     rows = list(csv.DictReader(open(path)))
     assert rows[0] == {"run_id": "old", "score": "0.5", "status": ""}
     assert rows[1] == {"run_id": "new", "score": "0.7", "status": "success"}
+
+
+def test_a_row_torn_by_a_crash_does_not_swallow_the_next_row(tmp_path):
+    path = tmp_path / "runs.csv"
+    append_csv_row(path, {"run_id": "a", "status": "success"})
+    with open(path, "a") as f:
+        f.write("b,succ")  # a writer killed mid-row
+    append_csv_row(path, {"run_id": "c", "status": "success"})
+    lines = path.read_text().splitlines()
+    assert lines == ["run_id,status", "a,success", "b,succ", "c,success"]

@@ -1,0 +1,1468 @@
+"""Results report: compare PEFT methods across the runs recorded in ``runs.csv``.
+
+The harness appends one row per run to ``<results_dir>/runs.csv``. This module reads that file,
+groups the successful runs that differ only by their seed, and compares every setting with full
+fine-tuning on the same model and task.
+
+Command line::
+
+    python -m peftbench.report [RESULTS_DIR] [--model M] [--task T] [--method X] [--sweep S]
+                               [--sort COLUMN [--desc]] [--format text|markdown|csv|latex|html]
+                               [--output PATH] [--plots-dir DIR]
+
+Library API (names and signatures are kept stable):
+
+* :func:`load_runs` reads ``runs.csv`` into a :class:`pandas.DataFrame` with typed columns.
+* :func:`comparison_table` turns those runs into one row per (model, task, method, setting).
+* :func:`failed_runs` lists the failed and cancelled runs.
+* :func:`format_sweep_table` renders one sweep's runs as a compact plain-text table.
+
+This module deliberately imports neither torch nor matplotlib at import time; plots live in
+:mod:`peftbench.report_plots` and are imported only when a plot is drawn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import html
+import io
+import json
+import math
+import os
+import re
+import sys
+import warnings
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "BASELINE_METHOD",
+    "COMPARISON_COLUMNS",
+    "FORMATS",
+    "RUNS_FILENAME",
+    "Report",
+    "RunsFileWarning",
+    "build_report",
+    "comparison_table",
+    "failed_runs",
+    "format_sweep_table",
+    "load_runs",
+    "main",
+    "pareto_front",
+    "render",
+]
+
+RUNS_FILENAME = "runs.csv"
+"""Name of the file the harness appends to inside a results directory."""
+
+BASELINE_METHOD = "full"
+"""Method that relative figures are computed against."""
+
+STATUSES = ("success", "failed", "cancelled")
+
+INT_COLUMNS = (
+    "seed",
+    "rank",
+    "trainable_params",
+    "total_params",
+    "peak_gpu_mem_bytes",
+    "peak_gpu_reserved_bytes",
+    "peak_rss_bytes",
+    "train_steps",
+    "num_threads",
+)
+FLOAT_COLUMNS = (
+    "lr",
+    "trainable_pct",
+    "train_samples_per_s",
+    "train_tokens_per_s",
+    "train_time_s",
+    "eval_samples_per_s",
+    "score",
+    "final_train_loss",
+)
+DATETIME_COLUMNS = ("started_at", "finished_at")
+BOOL_COLUMNS = ("git_dirty",)
+
+RUN_COLUMNS = (
+    "run_id",
+    "run_key",
+    "sweep_id",
+    "status",
+    "error",
+    "started_at",
+    "finished_at",
+    "method",
+    "model",
+    "task",
+    "seed",
+    "rank",
+    "lr",
+    "method_settings",
+    "trainable_params",
+    "total_params",
+    "trainable_pct",
+    "peak_gpu_mem_bytes",
+    "peak_gpu_reserved_bytes",
+    "peak_rss_bytes",
+    "train_samples_per_s",
+    "train_tokens_per_s",
+    "train_time_s",
+    "train_steps",
+    "eval_samples_per_s",
+    "score",
+    "metric",
+    "final_train_loss",
+    "device",
+    "device_name",
+    "num_threads",
+    "python_version",
+    "torch_version",
+    "transformers_version",
+    "git_sha",
+    "git_dirty",
+    "hostname",
+    "config_json",
+)
+"""The columns the harness writes, in order. Older files may lack some; newer ones may add more."""
+
+REPORT_COLUMNS = (
+    "run_id",
+    "sweep_id",
+    "status",
+    "error",
+    "started_at",
+    "method",
+    "model",
+    "task",
+    "seed",
+    "rank",
+    "lr",
+    "method_settings",
+    "trainable_params",
+    "total_params",
+    "trainable_pct",
+    "peak_gpu_mem_bytes",
+    "peak_rss_bytes",
+    "train_samples_per_s",
+    "train_tokens_per_s",
+    "train_time_s",
+    "score",
+    "metric",
+    "final_train_loss",
+    "device",
+)
+"""The subset of columns the report needs (reading fewer columns keeps large files fast)."""
+
+GROUP_KEYS = ("model", "task", "method", "rank", "method_settings", "lr")
+"""Runs that agree on all of these (and differ only by seed) form one comparison row."""
+
+COMPARISON_COLUMNS = (
+    "model",
+    "task",
+    "method",
+    "setting",
+    "rank",
+    "lr",
+    "method_settings",
+    "n_seeds",
+    "seeds",
+    "n_failed",
+    "trainable_params",
+    "total_params",
+    "trainable_pct",
+    "peak_mem_bytes",
+    "mem_kind",
+    "train_samples_per_s",
+    "train_tokens_per_s",
+    "train_time_s",
+    "score_mean",
+    "score_std",
+    "metric",
+    "final_train_loss",
+    "baseline_setting",
+    "params_ratio",
+    "mem_ratio",
+    "throughput_ratio",
+    "score_delta",
+    "pareto",
+)
+"""Columns of :func:`comparison_table`, in order."""
+
+FAILED_COLUMNS = (
+    "run_id",
+    "sweep_id",
+    "status",
+    "model",
+    "task",
+    "method",
+    "setting",
+    "seed",
+    "started_at",
+    "error",
+)
+"""Columns of :func:`failed_runs`, in order."""
+
+FORMATS = ("text", "markdown", "csv", "latex", "html")
+"""Output formats understood by :func:`render` and the command line."""
+
+SORT_ALIASES = {
+    "params": "trainable_params",
+    "trainable": "trainable_params",
+    "pct": "trainable_pct",
+    "memory": "peak_mem_bytes",
+    "mem": "peak_mem_bytes",
+    "throughput": "train_tokens_per_s",
+    "tokens": "train_tokens_per_s",
+    "samples": "train_samples_per_s",
+    "score": "score_mean",
+    "std": "score_std",
+    "seeds": "n_seeds",
+    "delta": "score_delta",
+}
+"""Short names accepted by ``--sort`` besides the column names of :data:`COMPARISON_COLUMNS`."""
+
+NOTES = (
+    "Score: mean ± sample standard deviation (ddof=1) over seeds; a setting with one seed has no std.",
+    "Runs are grouped when they differ only by seed (same model, task, method, method settings and lr).",
+    "Peak memory: peak GPU memory allocated where measured (GPU), else peak process RSS (RSS).",
+    "'vs full' columns compare with full fine-tuning on the same model and task (its best-scoring "
+    "setting if there are several): parameters, memory and speed as ratios, score as a difference.",
+    "Pareto: on the front of highest score and fewest trainable parameters for that model and task.",
+    "Failed and cancelled runs are listed separately and never included in the averages.",
+)
+
+
+class RunsFileWarning(UserWarning):
+    """Something in ``runs.csv`` was skipped (a torn line, a malformed row, a duplicate run)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------
+
+
+def _runs_path(results_dir: str | os.PathLike[str]) -> Path:
+    path = Path(results_dir)
+    if path.is_dir() or path.suffix.lower() != ".csv":
+        path = path / RUNS_FILENAME
+    return path
+
+
+def _cut_torn_tail(data: bytes) -> tuple[bytes, bool]:
+    """Drops a last record that a crash left unfinished.
+
+    ``csv.DictWriter`` ends every record with a newline that is outside any quoted field, so a file
+    is complete exactly when it ends with a newline and its quote characters are balanced. When it
+    is not, the record after the last unquoted newline is torn. Only the tail is walked.
+    """
+    if not data:
+        return data, False
+    total_quotes = data.count(b'"')
+    if data.endswith(b"\n") and total_quotes % 2 == 0:
+        return data, False
+    end = len(data)
+    suffix_quotes = 0
+    while True:
+        pos = data.rfind(b"\n", 0, end)
+        if pos < 0:
+            return b"", True
+        suffix_quotes += data.count(b'"', pos, end)
+        if (total_quotes - suffix_quotes) % 2 == 0:
+            return data[: pos + 1], True
+        end = pos
+
+
+def _to_int(values: pd.Series) -> pd.Series:
+    numbers = values if values.dtype == "float64" else pd.to_numeric(values, errors="coerce")
+    present = numbers.dropna()
+    if len(present) and not bool((present % 1 == 0).all()):
+        return numbers.astype("float64")
+    return numbers.astype("Int64")
+
+
+def _to_bool(values: pd.Series) -> pd.Series:
+    lowered = values.str.strip().str.lower()
+    mapping = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+    return lowered.map(mapping).astype("boolean")
+
+
+def load_runs(
+    results_dir: str | os.PathLike[str] = "results",
+    *,
+    columns: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Reads the runs recorded by the harness.
+
+    The reader is tolerant: unknown extra columns are kept, missing optional columns are added
+    empty, a last record torn by a crash is skipped with a :class:`RunsFileWarning`, and so are
+    malformed rows (too many fields, or an unknown status).
+
+    Args:
+        results_dir: The results directory holding ``runs.csv`` (or the path of a CSV file).
+        columns: Read only these columns (faster on large files); ``None`` reads all of them.
+            Requested columns that the file lacks are added empty.
+
+    Returns:
+        One row per run. Integer columns (``seed``, ``rank``, parameter counts, byte counts, ...)
+        are nullable ``Int64``, measurements are ``float64`` (NaN where not applicable),
+        ``started_at``/``finished_at`` are UTC timestamps, ``git_dirty`` is nullable boolean and
+        the remaining columns are strings ("" where empty).
+
+    Raises:
+        FileNotFoundError: If there is no ``runs.csv`` at the given place.
+    """
+    path = _runs_path(results_dir)
+    if not path.is_file():
+        raise FileNotFoundError(f"no runs file at {path}")
+    data, torn = _cut_torn_tail(path.read_bytes())
+    if torn:
+        warnings.warn(
+            f"{path}: skipped a last line torn by an interrupted write", RunsFileWarning, stacklevel=2
+        )
+    wanted = None if columns is None else list(dict.fromkeys(columns))
+    if re.search(rb"\S", data) is None:
+        frame = pd.DataFrame({name: pd.Series(dtype="str") for name in (wanted or RUN_COLUMNS)})
+    else:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            frame = _read_csv(data, wanted)
+        bad = [w for w in caught if issubclass(w.category, pd.errors.ParserWarning)]
+        for other in caught:
+            if other not in bad:
+                warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
+        if bad:
+            count = sum(str(w.message).count("Skipping line") or 1 for w in bad)
+            warnings.warn(
+                f"{path}: skipped {count} malformed line(s) with too many fields",
+                RunsFileWarning,
+                stacklevel=2,
+            )
+    return _typed(frame, wanted, str(path))
+
+
+def _read_csv(data: bytes, wanted: list[str] | None) -> pd.DataFrame:
+    """Parses the CSV bytes: numeric columns straight to float64 (fast), everything else as text."""
+    usecols = None if wanted is None else (lambda name: name in wanted)
+    numeric = {name: "float64" for name in INT_COLUMNS + FLOAT_COLUMNS}
+    try:
+        return pd.read_csv(
+            io.BytesIO(data),
+            dtype=defaultdict(lambda: str, numeric),
+            keep_default_na=False,
+            na_values=[""],
+            on_bad_lines="warn",
+            usecols=usecols,
+            engine="c",
+        )
+    except ValueError:
+        # A numeric column holds text somewhere: read everything as text, coerce in _typed.
+        return pd.read_csv(
+            io.BytesIO(data),
+            dtype=str,
+            keep_default_na=False,
+            na_filter=False,
+            on_bad_lines="warn",
+            usecols=usecols,
+            engine="c",
+        )
+
+
+def _typed(frame: pd.DataFrame, wanted: list[str] | None, source: str) -> pd.DataFrame:
+    frame = frame.copy()
+    for name in wanted or RUN_COLUMNS:
+        if name not in frame.columns:
+            frame[name] = "success" if name == "status" else ""
+    for name in frame.columns:
+        column = frame[name]
+        if column.dtype == object or isinstance(column.dtype, pd.StringDtype):
+            if column.dtype != "str":
+                column = column.astype("str")
+            frame[name] = column.fillna("") if column.hasnans else column
+    status = frame["status"].str.strip().str.lower()
+    valid = status.isin(STATUSES)
+    if not bool(valid.all()):
+        warnings.warn(
+            f"{source}: skipped {int((~valid).sum())} row(s) with a missing or unknown status",
+            RunsFileWarning,
+            stacklevel=3,
+        )
+        frame = frame[valid.to_numpy()]
+        status = status[valid.to_numpy()]
+    frame["status"] = status
+    for name in INT_COLUMNS:
+        if name in frame.columns:
+            frame[name] = _to_int(frame[name])
+    for name in FLOAT_COLUMNS:
+        if name in frame.columns:
+            if frame[name].dtype != "float64":
+                frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
+    for name in DATETIME_COLUMNS:
+        if name in frame.columns:
+            frame[name] = pd.to_datetime(frame[name], utc=True, errors="coerce", format="ISO8601")
+    for name in BOOL_COLUMNS:
+        if name in frame.columns:
+            frame[name] = _to_bool(frame[name])
+    return frame.reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Aggregation
+# --------------------------------------------------------------------------------------------------
+
+
+def _floats(values: pd.Series) -> np.ndarray:
+    return pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _format_setting_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return "[" + ",".join(_format_setting_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return str(value)
+
+
+def setting_label(method_settings: str, lr: float | None) -> str:
+    """Renders a method's settings and learning rate compactly, e.g. ``alpha=16 r=8 lr=0.0002``.
+
+    Settings whose value is ``null`` (the method's default) are left out.
+
+    Args:
+        method_settings: The ``method_settings`` cell (a JSON object), possibly empty.
+        lr: The learning rate, or ``None``/NaN when unknown.
+
+    Returns:
+        The label, or ``"-"`` when there is nothing to show.
+    """
+    parts: list[str] = []
+    text = (method_settings or "").strip()
+    if text:
+        try:
+            settings = json.loads(text)
+        except ValueError:
+            parts.append(text)
+        else:
+            if isinstance(settings, dict):
+                parts.extend(
+                    f"{key}={_format_setting_value(value)}"
+                    for key, value in settings.items()
+                    if value is not None
+                )
+            elif settings is not None:
+                parts.append(_format_setting_value(settings))
+    if lr is not None and not pd.isna(lr):
+        parts.append(f"lr={float(lr):g}")
+    return " ".join(parts) or "-"
+
+
+def _labels(settings: pd.Series, lrs: pd.Series) -> list[str]:
+    cache: dict[tuple[str, float], str] = {}
+    out = []
+    for text, lr in zip(settings.tolist(), _floats(lrs).tolist(), strict=True):
+        key = (text, lr)
+        if key not in cache:
+            cache[key] = setting_label(text, lr)
+        out.append(cache[key])
+    return out
+
+
+def pareto_front(params: Sequence[float] | np.ndarray, scores: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Marks the points that no other point beats on both trainable parameters and score.
+
+    A point is dominated when another has at most as many parameters and at least as high a score,
+    and is strictly better in one of the two. Identical points are all kept. Points with a missing
+    value are never on the front.
+
+    Args:
+        params: Trainable parameter counts (lower is better).
+        scores: Scores (higher is better).
+
+    Returns:
+        A boolean array, True for the points on the front.
+    """
+    p = np.asarray(params, dtype="float64")
+    s = np.asarray(scores, dtype="float64")
+    front = np.zeros(len(p), dtype=bool)
+    valid = np.flatnonzero(np.isfinite(p) & np.isfinite(s))
+    order = valid[np.lexsort((-s[valid], p[valid]))]
+    best_score = -math.inf
+    best_params = math.nan
+    for i in order:
+        if s[i] > best_score:
+            front[i] = True
+            best_score, best_params = s[i], p[i]
+        elif s[i] == best_score and p[i] == best_params:
+            front[i] = True
+    return front
+
+
+def _ensure_run_columns(df: pd.DataFrame) -> pd.DataFrame:
+    missing = [name for name in REPORT_COLUMNS if name not in df.columns]
+    if not missing:
+        return df
+    df = df.copy()
+    for name in missing:
+        df[name] = "success" if name == "status" else (np.nan if name in INT_COLUMNS + FLOAT_COLUMNS else "")
+    return df
+
+
+def _empty_comparison() -> pd.DataFrame:
+    return pd.DataFrame({name: pd.Series(dtype="object") for name in COMPARISON_COLUMNS})
+
+
+def _group_frame(df: pd.DataFrame) -> pd.DataFrame:
+    frame = df.loc[:, ["model", "task", "method", "method_settings"]].reset_index(drop=True)
+    for name in ("model", "task", "method", "method_settings"):
+        if frame[name].dtype != "str":
+            frame[name] = frame[name].astype("str")
+    frame["rank"] = _floats(df["rank"])
+    frame["lr"] = _floats(df["lr"])
+    return frame.loc[:, list(GROUP_KEYS)]
+
+
+def comparison_table(df: pd.DataFrame, *, baseline_method: str = BASELINE_METHOD) -> pd.DataFrame:
+    """Compares every setting of every method, averaging over seeds.
+
+    Only successful runs are averaged. Runs that agree on model, task, method, rank, method
+    settings and learning rate form one row. If the same setting was run twice with the same seed,
+    only the run written last counts (a :class:`RunsFileWarning` says so).
+
+    Args:
+        df: Runs as returned by :func:`load_runs` (any statuses; other columns are ignored).
+        baseline_method: The method the relative columns compare with (full fine-tuning).
+
+    Returns:
+        One row per (model, task, method, setting) with the columns of :data:`COMPARISON_COLUMNS`:
+        ``n_seeds`` (successful runs with a score), ``seeds``, ``n_failed`` (failed or cancelled
+        runs of that setting), parameter counts, ``peak_mem_bytes`` (mean over seeds of the GPU
+        peak where measured, else the RSS peak; ``mem_kind`` says which), mean throughputs,
+        ``score_mean`` and ``score_std`` (sample std, ddof=1; NaN for one seed), the relative
+        columns ``params_ratio``, ``mem_ratio`` and ``throughput_ratio`` (this row / baseline) and
+        ``score_delta`` (this row - baseline), computed against the best-scoring baseline setting
+        of the same model and task (``baseline_setting``; NaN where there is none), and
+        ``pareto`` (on the max-score/min-parameters front of its model and task). Rows are sorted
+        by model, task, baseline first, method, trainable parameters and learning rate.
+    """
+    df = _ensure_run_columns(df)
+    status = df["status"].astype("str")
+    ok = df[(status == "success").to_numpy()]
+    if ok.empty:
+        return _empty_comparison()
+    keys = list(GROUP_KEYS)
+
+    work = _group_frame(ok)
+    work["seed"] = _floats(ok["seed"])
+    for name in (
+        "score",
+        "trainable_params",
+        "total_params",
+        "trainable_pct",
+        "train_samples_per_s",
+        "train_tokens_per_s",
+        "train_time_s",
+        "final_train_loss",
+    ):
+        work[name] = _floats(ok[name])
+    gpu = _floats(ok["peak_gpu_mem_bytes"])
+    rss = _floats(ok["peak_rss_bytes"])
+    on_gpu = np.isfinite(gpu)
+    work["_mem"] = np.where(on_gpu, gpu, rss)
+    work["_gpu"] = on_gpu.astype("int64")
+    work["_rss"] = (~on_gpu & np.isfinite(rss)).astype("int64")
+    work["metric"] = ok["metric"].astype("str").to_numpy()
+
+    with_seed = work["seed"].notna().to_numpy()
+    duplicated = np.zeros(len(work), dtype=bool)
+    if with_seed.any():
+        duplicated[with_seed] = work[with_seed].duplicated(subset=[*keys, "seed"], keep="last").to_numpy()
+    if duplicated.any():
+        warnings.warn(
+            f"{int(duplicated.sum())} successful run(s) repeat a setting and seed that was run again "
+            "later; only the latest run of each counts",
+            RunsFileWarning,
+            stacklevel=2,
+        )
+        work = work[~duplicated]
+
+    grouped = work.groupby(keys, dropna=False, sort=False)
+    table = grouped.agg(
+        n_seeds=("score", "count"),
+        _n=("score", "size"),
+        trainable_params=("trainable_params", "median"),
+        total_params=("total_params", "median"),
+        trainable_pct=("trainable_pct", "median"),
+        peak_mem_bytes=("_mem", "mean"),
+        _n_gpu=("_gpu", "sum"),
+        _n_rss=("_rss", "sum"),
+        train_samples_per_s=("train_samples_per_s", "mean"),
+        train_tokens_per_s=("train_tokens_per_s", "mean"),
+        train_time_s=("train_time_s", "mean"),
+        score_mean=("score", "mean"),
+        score_std=("score", "std"),
+        metric=("metric", "first"),
+        final_train_loss=("final_train_loss", "mean"),
+    ).reset_index()
+    table["seeds"] = grouped["seed"].agg(_join_seeds).to_numpy()
+
+    failed = df[(status != "success").to_numpy()]
+    if failed.empty:
+        table["n_failed"] = 0
+    else:
+        counts = _group_frame(failed).groupby(keys, dropna=False, sort=False).size().rename("n_failed")
+        table = table.merge(counts.reset_index(), on=keys, how="left")
+        table["n_failed"] = table["n_failed"].fillna(0).astype("int64")
+
+    pct = table["trainable_pct"].to_numpy(dtype="float64")
+    derived = (
+        100.0
+        * table["trainable_params"].to_numpy(dtype="float64")
+        / table["total_params"].to_numpy(dtype="float64")
+    )
+    table["trainable_pct"] = np.where(np.isfinite(pct), pct, derived)
+    table["mem_kind"] = np.select(
+        [
+            ~np.isfinite(table["peak_mem_bytes"].to_numpy(dtype="float64")),
+            table["_n_gpu"].to_numpy() == table["_n"].to_numpy(),
+            table["_n_rss"].to_numpy() == table["_n"].to_numpy(),
+        ],
+        ["", "GPU", "RSS"],
+        default="mixed",
+    )
+    table["setting"] = _labels(table["method_settings"], table["lr"])
+    table = _add_relative(table, baseline_method)
+    table["pareto"] = False
+    for index in table.groupby(["model", "task"], sort=False).indices.values():
+        sub = table.iloc[index]
+        table.loc[table.index[index], "pareto"] = pareto_front(sub["trainable_params"], sub["score_mean"])
+    table["pareto"] = table["pareto"].astype(bool)
+
+    for name in ("rank", "trainable_params", "total_params"):
+        table[name] = pd.array(np.round(table[name].to_numpy(dtype="float64")), dtype="Float64").astype(
+            "Int64"
+        )
+    table["n_seeds"] = table["n_seeds"].astype("int64")
+    table = _default_order(table, baseline_method)
+    return table.loc[:, list(COMPARISON_COLUMNS)].reset_index(drop=True)
+
+
+def _join_seeds(seeds: pd.Series) -> str:
+    values = sorted({int(v) for v in seeds.tolist() if v == v})
+    return ",".join(str(v) for v in values)
+
+
+def _add_relative(table: pd.DataFrame, baseline_method: str) -> pd.DataFrame:
+    base = table[table["method"] == baseline_method]
+    for name in ("baseline_setting",):
+        table[name] = ""
+    for name in ("params_ratio", "mem_ratio", "throughput_ratio", "score_delta"):
+        table[name] = np.nan
+    if base.empty:
+        return table
+    base = base.sort_values("score_mean", ascending=False, na_position="last", kind="mergesort")
+    base = base.drop_duplicates(["model", "task"], keep="first")
+    fields = [
+        "setting",
+        "trainable_params",
+        "peak_mem_bytes",
+        "mem_kind",
+        "train_tokens_per_s",
+        "train_samples_per_s",
+        "score_mean",
+    ]
+    base = base[["model", "task", *fields]].rename(columns={name: f"_b_{name}" for name in fields})
+    merged = table.merge(base, on=["model", "task"], how="left")
+
+    def ratio(name: str) -> np.ndarray:
+        num = merged[name].to_numpy(dtype="float64")
+        den = merged[f"_b_{name}"].to_numpy(dtype="float64")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = num / den
+        out[~np.isfinite(out)] = np.nan
+        return out
+
+    merged["baseline_setting"] = merged["_b_setting"].fillna("").astype("str")
+    merged["params_ratio"] = ratio("trainable_params")
+    same_kind = (merged["mem_kind"] == merged["_b_mem_kind"]) & merged["mem_kind"].isin(["GPU", "RSS"])
+    merged["mem_ratio"] = np.where(same_kind.to_numpy(), ratio("peak_mem_bytes"), np.nan)
+    tokens = ratio("train_tokens_per_s")
+    merged["throughput_ratio"] = np.where(np.isfinite(tokens), tokens, ratio("train_samples_per_s"))
+    merged["score_delta"] = merged["score_mean"].to_numpy(dtype="float64") - merged["_b_score_mean"].to_numpy(
+        dtype="float64"
+    )
+    return merged.drop(columns=[c for c in merged.columns if c.startswith("_b_")])
+
+
+def _default_order(table: pd.DataFrame, baseline_method: str) -> pd.DataFrame:
+    helper = table.assign(_not_base=(table["method"] != baseline_method).astype(int))
+    helper = helper.sort_values(
+        ["model", "task", "_not_base", "method", "trainable_params", "lr", "setting"],
+        kind="mergesort",
+        na_position="last",
+    )
+    return helper.drop(columns="_not_base")
+
+
+def failed_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """Lists the runs that did not succeed, with their error messages.
+
+    Args:
+        df: Runs as returned by :func:`load_runs`.
+
+    Returns:
+        The failed and cancelled runs (columns :data:`FAILED_COLUMNS`), oldest first.
+    """
+    df = _ensure_run_columns(df)
+    bad = df[(df["status"].astype("str") != "success").to_numpy()]
+    out = pd.DataFrame(
+        {
+            "run_id": bad["run_id"].astype("str").to_numpy(),
+            "sweep_id": bad["sweep_id"].astype("str").to_numpy(),
+            "status": bad["status"].astype("str").to_numpy(),
+            "model": bad["model"].astype("str").to_numpy(),
+            "task": bad["task"].astype("str").to_numpy(),
+            "method": bad["method"].astype("str").to_numpy(),
+            "setting": _labels(bad["method_settings"].astype("str"), bad["lr"]),
+            "seed": pd.array(_floats(bad["seed"]), dtype="Float64").astype("Int64"),
+            "started_at": bad["started_at"].to_numpy(),
+            "error": bad["error"].astype("str").to_numpy(),
+        }
+    )
+    if not out.empty:
+        out = out.sort_values("started_at", kind="mergesort", na_position="last")
+    return out.reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Human-readable formatting
+# --------------------------------------------------------------------------------------------------
+
+
+def _missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def human_bytes(value: Any) -> str:
+    """Formats a byte count with binary units, e.g. ``1.50 GiB``; "-" when missing."""
+    if _missing(value):
+        return "-"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.3g} {unit}"
+        size /= 1024
+    return f"{size:.3g} TiB"  # pragma: no cover - the loop always returns
+
+
+def human_count(value: Any) -> str:
+    """Formats a count with SI-style suffixes, e.g. ``125M`` or ``8.19k``; "-" when missing."""
+    if _missing(value):
+        return "-"
+    number = float(value)
+    for threshold, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(number) >= threshold:
+            return f"{number / threshold:.3g}{suffix}"
+    return f"{number:.0f}"
+
+
+def _pct(value: Any) -> str:
+    if _missing(value):
+        return "-"
+    value = float(value)
+    if value == 0 or value >= 0.1:
+        return f"{value:.2f}%"
+    return f"{value:.2g}%"
+
+
+def _score(value: Any) -> str:
+    return "-" if _missing(value) else f"{float(value):.4f}"
+
+
+def _ratio(value: Any) -> str:
+    return "-" if _missing(value) else f"{float(value):.3g}×"
+
+
+def _delta(value: Any) -> str:
+    return "-" if _missing(value) else f"{float(value):+.4f}"
+
+
+def _rate(tokens: Any, samples: Any) -> str:
+    if not _missing(tokens):
+        return f"{human_count(tokens)} tok/s"
+    if not _missing(samples):
+        return f"{human_count(samples)} samples/s"
+    return "-"
+
+
+def _score_cell(mean: Any, std: Any) -> str:
+    if _missing(mean):
+        return "-"
+    if _missing(std):
+        return _score(mean)
+    return f"{float(mean):.4f} ± {float(std):.4f}"
+
+
+def _memory_cell(value: Any, kind: str) -> str:
+    text = human_bytes(value)
+    return text if text == "-" or not kind else f"{text} {kind}"
+
+
+DISPLAY_HEADERS = (
+    "Model",
+    "Task",
+    "Metric",
+    "Method",
+    "Setting",
+    "Trainable",
+    "% of model",
+    "Peak memory",
+    "Throughput",
+    "Score (mean ± std)",
+    "Seeds",
+    "Params vs full",
+    "Memory vs full",
+    "Speed vs full",
+    "Δ score vs full",
+    "Pareto",
+    "Failed",
+)
+_RIGHT = {
+    "Trainable",
+    "% of model",
+    "Peak memory",
+    "Throughput",
+    "Score (mean ± std)",
+    "Seeds",
+    "Params vs full",
+    "Memory vs full",
+    "Speed vs full",
+    "Δ score vs full",
+    "Failed",
+}
+
+
+def display_rows(table: pd.DataFrame) -> list[list[str]]:
+    """Formats a :func:`comparison_table` for people, one list of cells per row (see DISPLAY_HEADERS)."""
+    rows = []
+    for rec in table.to_dict("records"):
+        rows.append(
+            [
+                str(rec["model"]),
+                str(rec["task"]),
+                str(rec["metric"]),
+                str(rec["method"]),
+                str(rec["setting"]),
+                human_count(rec["trainable_params"]),
+                _pct(rec["trainable_pct"]),
+                _memory_cell(rec["peak_mem_bytes"], rec["mem_kind"]),
+                _rate(rec["train_tokens_per_s"], rec["train_samples_per_s"]),
+                _score_cell(rec["score_mean"], rec["score_std"]),
+                str(rec["n_seeds"]),
+                _ratio(rec["params_ratio"]),
+                _ratio(rec["mem_ratio"]),
+                _ratio(rec["throughput_ratio"]),
+                _delta(rec["score_delta"]),
+                "yes" if rec["pareto"] else "",
+                str(rec["n_failed"]) if rec["n_failed"] else "",
+            ]
+        )
+    return rows
+
+
+FAILED_HEADERS = ("Run", "Sweep", "Status", "Model", "Task", "Method", "Setting", "Seed", "Started", "Error")
+
+
+def _one_line(text: str, limit: int | None) -> str:
+    line = " ".join(str(text).split())
+    if limit is not None and len(line) > limit:
+        line = line[: limit - 1] + "…"
+    return line or "-"
+
+
+def _failed_rows(failed: pd.DataFrame, error_limit: int | None) -> list[list[str]]:
+    rows = []
+    for rec in failed.to_dict("records"):
+        started = rec["started_at"]
+        if isinstance(started, pd.Timestamp):
+            started = started.strftime("%Y-%m-%d %H:%M:%S")
+        rows.append(
+            [
+                str(rec["run_id"]) or "-",
+                str(rec["sweep_id"]) or "-",
+                str(rec["status"]),
+                str(rec["model"]),
+                str(rec["task"]),
+                str(rec["method"]),
+                str(rec["setting"]),
+                "-" if _missing(rec["seed"]) else str(rec["seed"]),
+                "-" if _missing(started) or started is pd.NaT else str(started),
+                _one_line(rec["error"], error_limit) if error_limit else (str(rec["error"]).strip() or "-"),
+            ]
+        )
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Report:
+    """Everything a rendered report shows.
+
+    Attributes:
+        table: The comparison table (:func:`comparison_table`), filtered and sorted.
+        failed: Failed and cancelled runs (:func:`failed_runs`), filtered.
+        source: Where the runs came from (path of ``runs.csv``).
+        n_runs: Number of runs read after filtering (all statuses).
+    """
+
+    table: pd.DataFrame
+    failed: pd.DataFrame
+    source: str
+    n_runs: int
+
+
+def _as_list(values: str | Sequence[str] | None) -> list[str] | None:
+    if values is None:
+        return None
+    return [values] if isinstance(values, str) else list(values)
+
+
+def resolve_sort_column(name: str) -> str:
+    """Maps a ``--sort`` argument (column name or alias such as ``score``) to a column name.
+
+    Raises:
+        ValueError: If the name is neither a comparison column nor an alias.
+    """
+    column = SORT_ALIASES.get(name, name)
+    if column not in COMPARISON_COLUMNS:
+        known = ", ".join(sorted(set(COMPARISON_COLUMNS) | set(SORT_ALIASES)))
+        raise ValueError(f"cannot sort by {name!r}; choose one of: {known}")
+    return column
+
+
+def build_report(
+    results_dir: str | os.PathLike[str] = "results",
+    *,
+    models: str | Sequence[str] | None = None,
+    tasks: str | Sequence[str] | None = None,
+    methods: str | Sequence[str] | None = None,
+    sweeps: str | Sequence[str] | None = None,
+    sort: str | None = None,
+    descending: bool = False,
+    baseline_method: str = BASELINE_METHOD,
+) -> Report:
+    """Loads, filters, aggregates and sorts the runs of a results directory.
+
+    Model, task and sweep filters apply before aggregation. The method filter applies after it,
+    so that the relative columns can still use the full fine-tuning baseline.
+
+    Args:
+        results_dir: Directory holding ``runs.csv`` (or the CSV path itself).
+        models: Keep only these models.
+        tasks: Keep only these tasks.
+        methods: Show only these methods.
+        sweeps: Keep only runs of these sweep ids.
+        sort: Column (or alias, see :data:`SORT_ALIASES`) to sort by; default order otherwise.
+        descending: Sort in descending order.
+        baseline_method: Method the relative columns compare with.
+
+    Returns:
+        The :class:`Report`.
+    """
+    runs = load_runs(results_dir, columns=REPORT_COLUMNS)
+    for column, values in (("model", models), ("task", tasks), ("sweep_id", sweeps)):
+        chosen = _as_list(values)
+        if chosen is not None:
+            runs = runs[runs[column].isin(chosen).to_numpy()]
+    table = comparison_table(runs, baseline_method=baseline_method)
+    failed = failed_runs(runs)
+    chosen_methods = _as_list(methods)
+    if chosen_methods is not None:
+        table = table[table["method"].isin(chosen_methods).to_numpy()].reset_index(drop=True)
+        failed = failed[failed["method"].isin(chosen_methods).to_numpy()].reset_index(drop=True)
+    if sort is not None:
+        column = resolve_sort_column(sort)
+        table = table.sort_values(
+            column, ascending=not descending, kind="mergesort", na_position="last"
+        ).reset_index(drop=True)
+    return Report(table=table, failed=failed, source=str(_runs_path(results_dir)), n_runs=len(runs))
+
+
+def _text_grid(headers: Sequence[str], rows: list[list[str]], right: set[str] | None = None) -> str:
+    right = right or set()
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        out = [
+            cell.rjust(w) if header in right else cell.ljust(w)
+            for cell, w, header in zip(cells, widths, headers, strict=True)
+        ]
+        return "  ".join(out).rstrip()
+
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), sep, *(line(r) for r in rows)])
+
+
+def _summary_line(report: Report) -> str:
+    ok = report.n_runs - len(report.failed)
+    return (
+        f"{report.source}: {report.n_runs} run(s), {ok} successful, {len(report.failed)} failed or "
+        f"cancelled; {len(report.table)} setting(s)."
+    )
+
+
+def render_text(report: Report, *, error_limit: int = 100) -> str:
+    """Renders the report as plain text: one table per model and task, then the failed runs."""
+    parts = [f"peftbench report — {_summary_line(report)}", ""]
+    headers = list(DISPLAY_HEADERS[3:])
+    rows = display_rows(report.table)
+    if not rows:
+        parts.append("No successful runs to compare.")
+    sections: dict[tuple[str, str, str], list[list[str]]] = {}
+    for row in rows:
+        sections.setdefault((row[0], row[1], row[2]), []).append(row[3:])
+    for (model, task, metric), section in sections.items():
+        parts.append(f"== model: {model or '-'}  task: {task or '-'}  metric: {metric or '-'} ==")
+        parts.append(_text_grid(headers, section, _RIGHT))
+        parts.append("")
+    parts.extend(f"* {note}" for note in NOTES)
+    parts.append("")
+    parts.append(_failed_text(report.failed, error_limit))
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def _failed_text(failed: pd.DataFrame, error_limit: int | None) -> str:
+    if failed.empty:
+        return "Failed or cancelled runs: none."
+    grid = _text_grid(FAILED_HEADERS, _failed_rows(failed, error_limit))
+    return f"Failed or cancelled runs ({len(failed)}, not included above):\n{grid}"
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(headers: Sequence[str], rows: list[list[str]], right: set[str] | None = None) -> str:
+    right = right or set()
+    lines = ["| " + " | ".join(_md_cell(h) for h in headers) + " |"]
+    lines.append("|" + "|".join("---:" if h in right else "---" for h in headers) + "|")
+    lines.extend("| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows)
+    return "\n".join(lines)
+
+
+def render_markdown(report: Report, *, error_limit: int = 300) -> str:
+    """Renders the report as GitHub-flavoured Markdown."""
+    parts = ["# peftbench report", "", _summary_line(report), ""]
+    rows = display_rows(report.table)
+    parts.append(_md_table(DISPLAY_HEADERS, rows, _RIGHT) if rows else "No successful runs to compare.")
+    parts.append("")
+    parts.extend(f"- {note}" for note in NOTES)
+    parts.extend(["", "## Failed or cancelled runs", ""])
+    if report.failed.empty:
+        parts.append("None.")
+    else:
+        parts.append(_md_table(FAILED_HEADERS, _failed_rows(report.failed, error_limit)))
+    return "\n".join(parts) + "\n"
+
+
+def render_csv(report: Report) -> str:
+    """Renders the comparison table as CSV with machine-readable values (raw numbers, no units)."""
+    return report.table.to_csv(index=False, lineterminator="\n")
+
+
+def render_failed_csv(report: Report) -> str:
+    """Renders the failed and cancelled runs as CSV."""
+    return report.failed.to_csv(index=False, lineterminator="\n")
+
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "×": r"$\times$",
+    "Δ": r"$\Delta$",
+    "…": r"\ldots{}",
+}
+
+
+def latex_escape(text: str) -> str:
+    """Escapes text for LaTeX (special characters and the few symbols the report uses)."""
+    return "".join(_LATEX_SPECIAL.get(char, char) for char in text)
+
+
+def _latex_tabular(headers: Sequence[str], rows: list[list[str]], right: set[str] | None = None) -> str:
+    right = right or set()
+    spec = "".join("r" if h in right else "l" for h in headers)
+    lines = [f"\\begin{{tabular}}{{{spec}}}", r"\toprule"]
+    lines.append(" & ".join(latex_escape(h) for h in headers) + r" \\")
+    lines.append(r"\midrule")
+    lines.extend(" & ".join(latex_escape(c) for c in row) + r" \\" for row in rows)
+    lines.extend([r"\bottomrule", r"\end{tabular}"])
+    return "\n".join(lines)
+
+
+def render_latex(report: Report, *, error_limit: int = 120) -> str:
+    """Renders the report as LaTeX tables (needs the ``booktabs`` package)."""
+    parts = [
+        "% peftbench report; needs \\usepackage{booktabs}",
+        "% " + _summary_line(report).replace("%", "\\%"),
+        r"\begin{table}[ht]",
+        r"\centering",
+        r"\scriptsize",
+        _latex_tabular(DISPLAY_HEADERS, display_rows(report.table), _RIGHT),
+        r"\caption{" + latex_escape(" ".join(NOTES[:4])) + "}",
+        r"\end{table}",
+    ]
+    if not report.failed.empty:
+        parts.extend(
+            [
+                r"\begin{table}[ht]",
+                r"\centering",
+                r"\scriptsize",
+                _latex_tabular(FAILED_HEADERS, _failed_rows(report.failed, error_limit)),
+                r"\caption{Failed or cancelled runs (not included in the averages).}",
+                r"\end{table}",
+            ]
+        )
+    return "\n".join(parts) + "\n"
+
+
+_HTML_STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px; color: #222; }
+h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
+table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
+th, td { border: 1px solid #ccc; padding: 3px 7px; vertical-align: top; }
+th { background: #f0f0f0; position: sticky; top: 0; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+tr.pareto td { background: #fff8e1; }
+td.error { font-family: ui-monospace, monospace; white-space: pre-wrap; max-width: 60em; }
+ul.notes { font-size: 13px; color: #444; }
+figure { margin: 12px 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
+.swatch { display: inline-block; width: 0.8em; height: 0.8em; border-radius: 2px; margin-right: 4px; }
+"""
+
+
+def _html_table(
+    headers: Sequence[str],
+    rows: list[list[str]],
+    right: set[str],
+    css_class: str,
+    row_classes: list[str] | None = None,
+    cell_class: dict[str, str] | None = None,
+) -> str:
+    cell_class = cell_class or {}
+    out = [f'<table class="{css_class}">', "<thead><tr>"]
+    out.extend(f"<th>{html.escape(h)}</th>" for h in headers)
+    out.append("</tr></thead>")
+    out.append("<tbody>")
+    for i, row in enumerate(rows):
+        klass = row_classes[i] if row_classes else ""
+        out.append(f'<tr class="{klass}">' if klass else "<tr>")
+        for header, cell in zip(headers, row, strict=True):
+            names = " ".join(filter(None, ["num" if header in right else "", cell_class.get(header, "")]))
+            attr = f' class="{names}"' if names else ""
+            out.append(f"<td{attr}>{html.escape(cell)}</td>")
+        out.append("</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def render_html(report: Report, *, plots: dict[str, bytes] | None = None) -> str:
+    """Renders the report as one self-contained HTML page (inline CSS, plots embedded as base64 PNG).
+
+    Args:
+        report: The report to render.
+        plots: PNG images by name, as from :func:`peftbench.report_plots.render_plots`; ``None``
+            draws them here, an empty dict leaves them out.
+    """
+    import base64
+
+    if plots is None:
+        from peftbench import report_plots
+
+        plots = report_plots.render_plots(report.table)
+    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        "<title>peftbench report</title>",
+        f"<style>{_HTML_STYLE}</style></head><body>",
+        "<h1>peftbench report</h1>",
+        f"<p>{html.escape(_summary_line(report))} Generated {html.escape(generated)}.</p>",
+        "<h2>Comparison</h2>",
+    ]
+    rows = display_rows(report.table)
+    if rows:
+        classes = ["pareto" if flag else "" for flag in report.table["pareto"].tolist()]
+        parts.append(_html_table(DISPLAY_HEADERS, rows, _RIGHT, "comparison", classes))
+    else:
+        parts.append("<p>No successful runs to compare.</p>")
+    parts.append('<ul class="notes">' + "".join(f"<li>{html.escape(n)}</li>" for n in NOTES) + "</ul>")
+    if plots:
+        parts.append("<h2>Plots</h2>")
+        from peftbench.report_plots import PLOT_TITLES
+
+        for name, png in plots.items():
+            title = PLOT_TITLES.get(name, name)
+            data = base64.b64encode(png).decode("ascii")
+            parts.append(
+                f'<figure id="plot-{html.escape(name)}">'
+                f'<img alt="{html.escape(title)}" src="data:image/png;base64,{data}"></figure>'
+            )
+    parts.append("<h2>Failed or cancelled runs</h2>")
+    if report.failed.empty:
+        parts.append("<p>None.</p>")
+    else:
+        parts.append(
+            _html_table(
+                FAILED_HEADERS,
+                _failed_rows(report.failed, None),
+                set(),
+                "failed",
+                cell_class={"Error": "error"},
+            )
+        )
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def render(report: Report, fmt: str = "text", *, plots: dict[str, bytes] | None = None) -> str:
+    """Renders a report in one of :data:`FORMATS`.
+
+    Args:
+        report: The report from :func:`build_report`.
+        fmt: ``text``, ``markdown``, ``csv``, ``latex`` or ``html``.
+        plots: Only for ``html``: see :func:`render_html`.
+
+    Returns:
+        The rendered document.
+
+    Raises:
+        ValueError: For an unknown format.
+    """
+    renderers: dict[str, Callable[[Report], str]] = {
+        "text": render_text,
+        "markdown": render_markdown,
+        "csv": render_csv,
+        "latex": render_latex,
+    }
+    if fmt == "html":
+        return render_html(report, plots=plots)
+    if fmt not in renderers:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return renderers[fmt](report)
+
+
+# --------------------------------------------------------------------------------------------------
+# One sweep, for the harness
+# --------------------------------------------------------------------------------------------------
+
+SWEEP_HEADERS = (
+    "Method",
+    "Rank",
+    "LR",
+    "Seed",
+    "Trainable",
+    "%",
+    "Peak memory",
+    "Throughput",
+    "Score",
+    "Status",
+)
+
+
+def format_sweep_table(results_dir: str | os.PathLike[str], sweep_id: str) -> str:
+    """Renders one sweep's runs as a compact plain-text table, for the end of a multirun.
+
+    One line per run (method, rank, learning rate, seed, trainable parameters and their share of
+    the model, peak memory, throughput, score, status), then the failed or cancelled runs with
+    their error. Never raises on a missing or empty file: it says so in the returned text.
+
+    Args:
+        results_dir: Directory holding ``runs.csv``.
+        sweep_id: The sweep whose runs to show.
+
+    Returns:
+        The table as text, ending with a newline.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RunsFileWarning)
+            runs = load_runs(results_dir, columns=REPORT_COLUMNS)
+    except FileNotFoundError as error:
+        return f"Sweep {sweep_id}: {error}\n"
+    runs = runs[(runs["sweep_id"] == str(sweep_id)).to_numpy()]
+    if runs.empty:
+        return f"Sweep {sweep_id}: no runs recorded in {_runs_path(results_dir)}\n"
+    runs = runs.assign(_order=np.arange(len(runs)))
+    runs = runs.sort_values(["method", "rank", "lr", "seed", "_order"], kind="mergesort", na_position="last")
+    rows = []
+    for rec in runs.to_dict("records"):
+        if rec["status"] != "success":  # a failed run's partial figures are not results
+            rec.update(score=math.nan, train_tokens_per_s=math.nan, train_samples_per_s=math.nan)
+        gpu, rss = rec["peak_gpu_mem_bytes"], rec["peak_rss_bytes"]
+        memory = (
+            _memory_cell(gpu, "GPU")
+            if not _missing(gpu)
+            else _memory_cell(rss, "RSS" if not _missing(rss) else "")
+        )
+        rows.append(
+            [
+                str(rec["method"]),
+                "-" if _missing(rec["rank"]) else str(rec["rank"]),
+                "-" if _missing(rec["lr"]) else f"{rec['lr']:g}",
+                "-" if _missing(rec["seed"]) else str(rec["seed"]),
+                human_count(rec["trainable_params"]),
+                _pct(rec["trainable_pct"]),
+                memory,
+                _rate(rec["train_tokens_per_s"], rec["train_samples_per_s"]),
+                _score(rec["score"])
+                + (f" {rec['metric']}" if rec["metric"] and not _missing(rec["score"]) else ""),
+                str(rec["status"]),
+            ]
+        )
+    counts = runs["status"].value_counts()
+    summary = ", ".join(f"{int(counts.get(s, 0))} {s}" for s in STATUSES)
+    right = {"Rank", "LR", "Seed", "Trainable", "%", "Peak memory", "Throughput", "Score"}
+    parts = [f"Sweep {sweep_id}: {len(runs)} run(s): {summary}", _text_grid(SWEEP_HEADERS, rows, right)]
+    failed = failed_runs(runs)
+    if not failed.empty:
+        parts.append("Failed or cancelled:")
+        for rec in failed.to_dict("records"):
+            seed = "-" if _missing(rec["seed"]) else rec["seed"]
+            parts.append(
+                f"  {rec['run_id'] or '-'} {rec['method']} ({rec['setting']}, seed {seed}) "
+                f"{rec['status']}: {_one_line(rec['error'], 200)}"
+            )
+    return "\n".join(parts) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------------
+
+_EXTENSIONS = {
+    ".txt": "text",
+    ".md": "markdown",
+    ".csv": "csv",
+    ".tex": "latex",
+    ".html": "html",
+    ".htm": "html",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="peftbench-report",
+        description="Compare PEFT methods from the runs recorded in RESULTS_DIR/runs.csv.",
+    )
+    parser.add_argument(
+        "results_dir", nargs="?", default="results", help="results directory (default: results)"
+    )
+    parser.add_argument("--model", action="append", help="keep only this model (repeatable)")
+    parser.add_argument("--task", action="append", help="keep only this task (repeatable)")
+    parser.add_argument("--method", action="append", help="show only this method (repeatable)")
+    parser.add_argument("--sweep", action="append", help="keep only this sweep id (repeatable)")
+    parser.add_argument(
+        "--sort",
+        metavar="COLUMN",
+        help="sort by a comparison column or alias (score, params, memory, throughput, delta, ...)",
+    )
+    parser.add_argument("--desc", action="store_true", help="sort in descending order")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        help="output format (default: from the --output extension, else text)",
+    )
+    parser.add_argument("--output", "-o", metavar="PATH", help="write here instead of standard output")
+    parser.add_argument("--plots-dir", metavar="DIR", help="also write the plots as PNG files into DIR")
+    parser.add_argument("--no-plots", action="store_true", help="leave the plots out of the HTML page")
+    parser.add_argument("--baseline", default=BASELINE_METHOD, help="method to compare with (default: full)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the ``peftbench-report`` command line.
+
+    Args:
+        argv: Arguments without the program name; ``None`` reads ``sys.argv``.
+
+    Returns:
+        The exit status: 0 on success, 1 when there is no runs file, 2 on a usage error.
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    fmt = args.format
+    if fmt is None:
+        fmt = _EXTENSIONS.get(Path(args.output).suffix.lower(), "text") if args.output else "text"
+    try:
+        if args.sort is not None:
+            resolve_sort_column(args.sort)
+        report = build_report(
+            args.results_dir,
+            models=args.model,
+            tasks=args.task,
+            methods=args.method,
+            sweeps=args.sweep,
+            sort=args.sort,
+            descending=args.desc,
+            baseline_method=args.baseline,
+        )
+    except FileNotFoundError as error:
+        print(f"peftbench-report: {error}", file=sys.stderr)
+        return 1
+    except ValueError as error:
+        print(f"peftbench-report: {error}", file=sys.stderr)
+        return 2
+
+    plots: dict[str, bytes] | None = None
+    if args.plots_dir or (fmt == "html" and not args.no_plots):
+        from peftbench import report_plots
+
+        plots = report_plots.render_plots(report.table)
+        if args.plots_dir:
+            for path in report_plots.save_plots(plots, args.plots_dir):
+                print(f"wrote {path}", file=sys.stderr)
+    if fmt == "html" and args.no_plots:
+        plots = {}
+    document = render(report, fmt, plots=plots)
+    if args.output:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(document, encoding="utf-8")
+        print(f"wrote {out}", file=sys.stderr)
+        if fmt == "csv" and not report.failed.empty:
+            failed_path = out.with_name(f"{out.stem}_failed.csv")
+            failed_path.write_text(render_failed_csv(report), encoding="utf-8")
+            print(f"wrote {failed_path} (failed or cancelled runs)", file=sys.stderr)
+    else:
+        sys.stdout.write(document)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Logs a sweep's comparison to Weights & Biases as one "report" run.
+
+The harness calls :func:`log_sweep_to_wandb` at the end of a multirun. It starts one wandb run
+(``job_type="report"``, ``group=<sweep_id>``, so it sits next to the sweep's training runs), logs
+the comparison table as a ``wandb.Table`` named ``comparison``, a score-against-parameters scatter
+(``wandb.plot.scatter``) named ``score_vs_params``, the failed runs as ``failed_runs`` when there
+are any, and finishes the run. ``docs/wandb.md`` explains which panels reproduce the report's plots.
+
+wandb is imported only when the function runs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import pandas as pd
+
+from peftbench.report import comparison_table, failed_runs
+
+__all__ = ["WANDB_TABLE_COLUMNS", "log_sweep_to_wandb"]
+
+WANDB_TABLE_COLUMNS = (
+    "model",
+    "task",
+    "method",
+    "setting",
+    "rank",
+    "lr",
+    "n_seeds",
+    "seeds",
+    "n_failed",
+    "trainable_params",
+    "total_params",
+    "trainable_pct",
+    "peak_mem_bytes",
+    "mem_kind",
+    "train_samples_per_s",
+    "train_tokens_per_s",
+    "train_time_s",
+    "score_mean",
+    "score_std",
+    "metric",
+    "params_ratio",
+    "mem_ratio",
+    "throughput_ratio",
+    "score_delta",
+    "pareto",
+)
+"""Columns of the ``comparison`` table logged to wandb (a subset of the report's columns)."""
+
+_FAILED_COLUMNS = ("run_id", "status", "model", "task", "method", "setting", "seed", "error")
+
+
+def _plain(value: Any) -> Any:
+    """Converts pandas/numpy scalars to JSON-friendly Python values (missing -> None)."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _rows(frame: pd.DataFrame, columns: tuple[str, ...]) -> list[list[Any]]:
+    return [[_plain(value) for value in row] for row in frame.loc[:, list(columns)].itertuples(index=False)]
+
+
+def log_sweep_to_wandb(
+    df_of_sweep: pd.DataFrame,
+    sweep_id: str,
+    project: str = "peftbench",
+    mode: str | None = None,
+    dir: str | os.PathLike[str] | None = None,  # same name as wandb.init's argument
+) -> str:
+    """Logs one sweep's comparison table and score-vs-parameters scatter as a wandb "report" run.
+
+    Args:
+        df_of_sweep: The sweep's runs as returned by :func:`peftbench.report.load_runs` (any
+            statuses). If it has a ``sweep_id`` column holding ``sweep_id``, other sweeps' rows
+            are ignored.
+        sweep_id: The sweep id; used as the wandb group and in the run name.
+        project: The wandb project.
+        mode: ``"online"``, ``"offline"`` or ``"disabled"``; ``None`` lets wandb decide
+            (``WANDB_MODE``).
+        dir: Directory under which wandb writes its ``wandb/`` folder; ``None`` uses wandb's default.
+
+    Returns:
+        The id of the wandb run that was logged.
+    """
+    import wandb
+
+    runs = df_of_sweep
+    if "sweep_id" in runs.columns:
+        mine = runs["sweep_id"].astype("str") == str(sweep_id)
+        if bool(mine.any()):
+            runs = runs[mine.to_numpy()]
+    table = comparison_table(runs)
+    failed = failed_runs(runs)
+    n_runs = len(runs)
+
+    run = wandb.init(
+        project=project,
+        mode=mode,
+        dir=None if dir is None else os.fspath(dir),
+        job_type="report",
+        group=str(sweep_id),
+        name=f"report-{sweep_id}",
+        config={"sweep_id": str(sweep_id), "n_runs": n_runs, "n_failed": len(failed)},
+        reinit="create_new",
+        settings=wandb.Settings(console="off"),
+    )
+    try:
+        comparison = wandb.Table(columns=list(WANDB_TABLE_COLUMNS), data=_rows(table, WANDB_TABLE_COLUMNS))
+        payload: dict[str, Any] = {
+            "comparison": comparison,
+            "score_vs_params": wandb.plot.scatter(
+                comparison,
+                "trainable_params",
+                "score_mean",
+                title=f"Score vs trainable parameters (sweep {sweep_id})",
+            ),
+        }
+        if not failed.empty:
+            payload["failed_runs"] = wandb.Table(
+                columns=list(_FAILED_COLUMNS), data=_rows(failed, _FAILED_COLUMNS)
+            )
+        run.log(payload)
+        run.summary["n_runs"] = n_runs
+        run.summary["n_settings"] = len(table)
+        run.summary["n_failed"] = len(failed)
+        run_id = run.id
+    finally:
+        run.finish()
+    return run_id

@@ -1,0 +1,141 @@
+"""Sweeps that scale out and never lose a result: parallel, cluster path, failures, resume, Ctrl-C."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from peftbench.config import register_configs
+from tests.conftest import REPO, run_cli
+from tests.test_e2e import FAST
+
+
+def _rows(results):
+    path = results / "runs.csv"
+    return list(csv.DictReader(open(path))) if path.exists() else []
+
+
+def _summary(rows):
+    return sorted((r["method"], r["seed"], r["trainable_params"], round(float(r["score"]), 6)) for r in rows)
+
+
+def test_joblib_sweep_equals_the_sequential_sweep(tiny_bert_dir, tmp_path):
+    sweep = [f"model.name={tiny_bert_dir}", "method=full,lora", "seed=0,1,2", "wandb.mode=offline", *FAST]
+    sequential = run_cli([*sweep, f"results_dir={tmp_path / 'seq'}", "-m"], cwd=tmp_path)
+    assert sequential.returncode == 0, sequential.stderr
+    parallel = run_cli([*sweep, f"results_dir={tmp_path / 'par'}", "hydra/launcher=joblib",
+                        "hydra.launcher.n_jobs=2", "-m"], cwd=tmp_path)
+    assert parallel.returncode == 0, parallel.stderr
+    seq_rows, par_rows = _rows(tmp_path / "seq"), _rows(tmp_path / "par")
+    assert len(seq_rows) == len(par_rows) == 6
+    assert _summary(seq_rows) == _summary(par_rows)
+    assert len({r["sweep_id"] for r in par_rows}) == 1  # workers share the sweep's id
+    assert len(list((tmp_path / "par" / "wandb").glob("offline-run-*"))) == 6
+
+
+def test_submitit_local_runs_two_jobs(tiny_bert_dir, tmp_path):
+    proc = run_cli([f"model.name={tiny_bert_dir}", "rank=2,4", f"results_dir={tmp_path / 'r'}", "wandb.mode=disabled",
+                    *FAST, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "-m"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    rows = _rows(tmp_path / "r")
+    assert sorted(r["rank"] for r in rows) == ["2", "4"]
+    assert all(r["status"] == "success" for r in rows)
+
+
+def test_slurm_launcher_config_composes():
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.gpus_per_node == 1 and launcher.array_parallelism > 1
+
+
+def test_rerunning_a_killed_sweep_finishes_only_the_missing_runs(tiny_bert_dir, tmp_path):
+    results = tmp_path / "r"
+    args = [f"model.name={tiny_bert_dir}", "rank=2,4,8", f"results_dir={results}", "wandb.mode=disabled",
+            *FAST, "-m"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "peftbench", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while len(_rows(results)) < 1 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # mid-sweep, no chance to clean up
+    proc.wait()
+    first = _rows(results)
+    assert 1 <= len(first) < 3, "the sweep should have been killed after its first run"
+
+    again = run_cli(args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    rows = _rows(results)
+    assert sorted(r["rank"] for r in rows) == ["2", "4", "8"]  # each run once, none repeated
+    assert again.stdout.count("skipping") == len(first)
+    assert rows[: len(first)] == first  # what was recorded is untouched
+
+    forced = run_cli([a for a in args if not a.startswith(("rank=", "-m"))] + ["rank=2", "force=true"], cwd=tmp_path)
+    assert forced.returncode == 0 and len(_rows(results)) == 4
+
+
+def test_nan_loss_fails_the_run_and_it_is_recorded(tiny_bert_dir, tmp_path, monkeypatch):
+    import peftbench.runner as runner
+
+    real_build = runner.build_model
+
+    def build_with_fault(*args, **kwargs):
+        model, tokenizer = real_build(*args, **kwargs)
+        forward = model.forward
+
+        def nan_forward(**batch):
+            out = forward(**batch)
+            out.loss = out.loss * float("nan")  # an injected fault: the loss becomes NaN
+            return out
+
+        model.forward = nan_forward
+        return model, tokenizer
+
+    monkeypatch.setattr(runner, "build_model", build_with_fault)
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"model.name={tiny_bert_dir}", f"results_dir={tmp_path}",
+                                           "wandb.mode=disabled", *FAST])
+    record = runner.run(cfg)
+    assert record.status == "failed"
+    assert "FloatingPointError" in record.error and "nan" in record.error
+    (row,) = _rows(tmp_path)
+    assert row["status"] == "failed" and row["score"] == ""
+
+
+def test_ctrl_c_records_the_run_as_cancelled(tiny_bert_dir, tmp_path):
+    results = tmp_path / "r"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "peftbench", f"model.name={tiny_bert_dir}", f"results_dir={results}",
+         "wandb.mode=disabled", "train.steps=100000", "train.log_every=1", "train.batch_size=8"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if line.startswith("[train]"):
+            break
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    (row,) = _rows(results)
+    assert row["status"] == "cancelled" and "KeyboardInterrupt" in row["error"]
+
+
+@pytest.mark.cuda
+def test_cuda_run_records_gpu_memory(tiny_bert_dir, tmp_path):
+    assert torch.cuda.is_available()
+    proc = run_cli([f"model.name={tiny_bert_dir}", f"results_dir={tmp_path}", "wandb.mode=disabled", "device=cuda",
+                    *FAST], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (row,) = _rows(tmp_path)
+    assert int(row["peak_gpu_mem_bytes"]) > 0 and row["device"].startswith("cuda")
