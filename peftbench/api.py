@@ -7,6 +7,7 @@ from typing import Any
 from torch import nn
 
 import methods
+import methods.base
 from methods.targets import head_names
 
 
@@ -48,6 +49,19 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
         if param.requires_grad:
             trainable += param.numel()
     return trainable, total
+
+
+def method_state(model: nn.Module, method: str) -> dict[str, Any]:
+    """What a checkpoint of the fine-tuned model must hold on top of the base model: the method's
+    own tensors (every tensor for methods without a prefix, such as full fine-tuning) plus anything
+    else that trained (the task head)."""
+    state = methods.base.method_state_dict(model, methods.get_method(method))
+    trained = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad and name not in state}
+    return {**state, **trained}
+
+
+def is_mergeable(method: str) -> bool:
+    return methods.get_method(method).mergeable
 
 
 def merge_method(model: nn.Module, method: str) -> nn.Module:

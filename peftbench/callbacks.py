@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,27 @@ class SweepSummary(Callback):
         print(format_sweep_table(results_dir, sweep_id))
         runs = load_runs(results_dir)
         mine = runs[runs["sweep_id"] == sweep_id] if len(runs) else runs
+        if len(mine):
+            log_sweep_table(mine, sweep_id, config, results_dir)
         bad = mine[mine["status"] != "success"] if len(mine) else mine
         if len(bad):
             names = ", ".join(f"{r.method} (run {r.run_id})" for r in bad.itertuples())
             print(f"peftbench: {len(bad)} of {len(mine)} runs did not succeed: {names}", file=sys.stderr)
             sys.exit(1)
+
+
+def log_sweep_table(runs: Any, sweep_id: str, config: DictConfig, results_dir: Path) -> None:
+    """The sweep's comparison table as a wandb run of its group (unless wandb is disabled)."""
+    from peftbench.sinks import wandb_mode
+
+    wandb_cfg = config.get("wandb") or {}
+    mode = wandb_mode(str(wandb_cfg.get("mode", "auto")))
+    if mode == "disabled":
+        return
+    try:
+        from peftbench.report_wandb import log_sweep_to_wandb
+
+        log_sweep_to_wandb(runs, sweep_id, project=str(wandb_cfg.get("project", "peftbench")), mode=mode,
+                           dir=str(wandb_cfg.get("dir") or results_dir))
+    except Exception as err:  # the CSV already holds everything; wandb is a convenience here
+        warnings.warn(f"peftbench: could not log the sweep table to wandb: {err}", stacklevel=2)

@@ -37,8 +37,11 @@ class TrainConfig:
         max_seq_length: tokens per example after truncation (batches pad to their longest).
         eval_size: at most this many validation examples are scored; null scores all.
         eval_batch_size: examples per evaluation batch.
+        eval_every: also score the evaluation split every this many steps (null: only at the
+            end); the best score and its step are recorded. Evaluation time is not training time.
         measure_warmup_steps: first steps left out of the throughput timing (kernel
             selection, allocator growth, lazy initialisation).
+        latency_batches: batches timed for the inference latency (merged and unmerged); 0 skips it.
         log_every: steps between loss readings (each reading synchronises the device).
         precision: fp32, or bf16/fp16 autocast on CUDA.
     """
@@ -53,7 +56,9 @@ class TrainConfig:
     max_seq_length: int = 128
     eval_size: int | None = 2000
     eval_batch_size: int = 128
+    eval_every: int | None = None
     measure_warmup_steps: int = 5
+    latency_batches: int = 5
     log_every: int = 10
     precision: str = "fp32"
 
@@ -69,6 +74,9 @@ class TrainConfig:
         for key in ("batch_size", "max_seq_length", "eval_batch_size", "log_every"):
             _positive(getattr(self, key), f"train.{key}")
         _positive(self.eval_size, "train.eval_size", allow_none=True)
+        _positive(self.eval_every, "train.eval_every", allow_none=True)
+        if self.latency_batches < 0:
+            raise ConfigError(f"train.latency_batches must be >= 0, got {self.latency_batches}")
         if self.lr is not None and not self.lr > 0:
             raise ConfigError(f"train.lr must be a positive number (or null for the method's), got {self.lr}")
         if not 0 <= self.warmup_ratio < 1:

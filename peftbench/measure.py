@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import psutil
 import torch
+from torch import nn
 
 CLEAR_REFS = "/proc/self/clear_refs"
 
@@ -124,6 +125,7 @@ class ThroughputMeter:
         self.steps = self.samples = self.tokens = 0
         self.timed_steps = 0
         self._t0: float | None = None
+        self._paused = False
         self.elapsed_s = 0.0
 
     def step_done(self, samples: int, tokens: int) -> None:
@@ -131,7 +133,7 @@ class ThroughputMeter:
         if self.steps == self.warmup_steps:
             self._start_window()
         elif self.steps > self.warmup_steps:
-            if self._t0 is None:  # warmup_steps == 0: the window opened before the first step
+            if self._t0 is None and not self._paused:
                 raise RuntimeError("ThroughputMeter.begin() must be called before the first step")
             self.samples += samples
             self.tokens += tokens
@@ -146,16 +148,30 @@ class ThroughputMeter:
         synchronize(self.device)
         self._t0 = self.clock()
 
+    def pause(self) -> None:
+        """Stops the clock (for an evaluation inside training); :meth:`resume` restarts it."""
+        if self._t0 is not None:
+            synchronize(self.device)
+            self.elapsed_s += self.clock() - self._t0
+            self._t0 = None
+            self._paused = True
+
+    def resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            self._start_window()
+
     def end(self) -> None:
         synchronize(self.device)
         if self._t0 is not None and self.timed_steps:
-            self.elapsed_s = self.clock() - self._t0
+            self.elapsed_s += self.clock() - self._t0
+            self._t0 = None
 
     def samples_per_s_so_far(self) -> float | None:
         """For progress display only: reads the clock without synchronizing the device."""
         if self._t0 is None or not self.timed_steps:
             return None
-        return self.samples / max(self.clock() - self._t0, 1e-9)
+        return self.samples / max(self.elapsed_s + self.clock() - self._t0, 1e-9)
 
     @property
     def samples_per_s(self) -> float | None:
@@ -183,3 +199,52 @@ def device_name(device: torch.device) -> str:
 
 def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def matmul_parameters(model: nn.Module) -> tuple[int, int]:
+    """``(all, trainable)`` elements of the parameters that act as matrix-multiply weights.
+
+    That is every parameter with two or more dimensions except embedding tables (a lookup, not a
+    matmul); vectors (biases, norms, IA3 scales) cost O(1) per element and are left out, as in the
+    usual 6N estimate. Shared tensors count once.
+    """
+    lookups = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    total = trainable = 0
+    for param in model.parameters():
+        if param.dim() >= 2 and id(param) not in lookups:
+            total += param.numel()
+            trainable += param.numel() if param.requires_grad else 0
+    return total, trainable
+
+
+def train_flops_per_token(model: nn.Module) -> int:
+    """Model FLOPs of one training token: forward ``2N``, input-gradient backward ``2N``, and weight
+    gradients ``2N_trainable`` only for the weights that train.
+
+    Full fine-tuning gives the usual ``6N``; a frozen base with a small method gives about ``4N``.
+    Attention-score FLOPs (which grow with sequence length) are not included, as in the 6N rule.
+    """
+    total, trainable = matmul_parameters(model)
+    return 4 * total + 2 * trainable
+
+
+# Dense peak FLOP/s per precision of GPUs we can name, from their vendors' data sheets. Order
+# matters: the first name found in the device name wins.
+PEAK_FLOPS = (
+    ("H100 PCIe", {"bf16": 756e12, "fp16": 756e12, "fp32": 51e12}),
+    ("H200", {"bf16": 989e12, "fp16": 989e12, "fp32": 67e12}),
+    ("H100", {"bf16": 989e12, "fp16": 989e12, "fp32": 67e12}),
+    ("A100", {"bf16": 312e12, "fp16": 312e12, "fp32": 19.5e12}),
+    ("L40S", {"bf16": 362e12, "fp16": 362e12, "fp32": 91.6e12}),
+    ("L4", {"bf16": 121e12, "fp16": 121e12, "fp32": 30.3e12}),
+    ("V100", {"fp16": 125e12, "fp32": 15.7e12}),
+    ("RTX 4090", {"bf16": 165e12, "fp16": 165e12, "fp32": 82.6e12}),
+)
+
+
+def peak_flops(device_name: str, precision: str) -> float | None:
+    """The device's peak dense FLOP/s at ``precision``, or None for an unknown device (and CPUs)."""
+    for name, peaks in PEAK_FLOPS:
+        if name in device_name:
+            return peaks.get(precision)
+    return None

@@ -53,7 +53,15 @@ class RunRecord:
     eval_samples_per_s: float | None = None
     score: float | None = None
     metric: str = ""
+    best_score: float | None = None
+    best_step: int | None = None
     final_train_loss: float | None = None
+    train_flops_per_token: int | None = None
+    achieved_flops_per_s: float | None = None
+    mfu: float | None = None
+    infer_latency_ms: float | None = None
+    infer_latency_merged_ms: float | None = None
+    checkpoint_bytes: int | None = None
     device: str = ""
     device_name: str = ""
     num_threads: int | None = None
@@ -63,9 +71,12 @@ class RunRecord:
     git_sha: str = ""
     git_dirty: bool | None = None
     hostname: str = ""
+    package_versions: str = ""
     config_json: str = ""
-    # Kept in the per-run JSON file, not in the CSV: (step, loss) pairs of the training curve.
+    # Kept in the per-run JSON file, not in the CSV: (step, loss) of training, (step, score) of
+    # the evaluations during training (``train.eval_every``) and at the end.
     loss_curve: list[tuple[int, float]] = field(default_factory=list)
+    eval_curve: list[tuple[int, float]] = field(default_factory=list)
 
     def fail(self, err: BaseException, status: str = "failed") -> None:
         self.status = status
@@ -82,7 +93,7 @@ class RunRecord:
         return {name: _cell(getattr(self, name)) for name in CSV_COLUMNS}
 
 
-CSV_COLUMNS = [f.name for f in fields(RunRecord) if f.name != "loss_curve"]
+CSV_COLUMNS = [f.name for f in fields(RunRecord) if f.name not in ("loss_curve", "eval_curve")]
 
 
 def now_iso() -> str:

@@ -19,18 +19,28 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from peftbench import provenance
-from peftbench.api import apply_method, count_parameters
+from peftbench.api import (
+    apply_method,
+    count_parameters,
+    is_mergeable,
+    merge_method,
+    method_state,
+    unmerge_method,
+)
 from peftbench.config import Validated, validate
 from peftbench.errors import ConfigError
 from peftbench.measure import (
     MemoryMeter,
     ThroughputMeter,
     device_name,
+    peak_flops,
     release_device_memory,
     synchronize,
+    train_flops_per_token,
 )
 from peftbench.metrics import load_metric
 from peftbench.models import load_model
@@ -81,7 +91,9 @@ def run(cfg: DictConfig, sweep_id: str = "") -> RunRecord:
         stats = train(model, tokenizer, data, checked, device)
         record.score, record.eval_samples_per_s = evaluate(model, tokenizer, data, checked, device)
         record.metric = data.metric
-        fill_measurements(record, stats, memory)
+        fill_measurements(record, stats, memory, checked)
+        measure_inference(record, model, tokenizer, data, checked, device)
+        record.checkpoint_bytes = len(safetensors_bytes(method_state(model, checked.method_name)))
         del model
     except KeyboardInterrupt as err:
         record.fail(err, status="cancelled")
@@ -109,6 +121,7 @@ def describe(record: RunRecord, config: dict[str, Any]) -> None:
     for key, value in provenance.versions().items():
         setattr(record, key, value)
     record.hostname = provenance.hostname()
+    record.package_versions = json.dumps(provenance.package_versions(), sort_keys=True)
     record.num_threads = torch.get_num_threads()
 
 
@@ -157,6 +170,7 @@ def build_model(checked: Validated, device: torch.device, record: RunRecord) -> 
     model = apply_method(model, checked.method_name, **checked.method_settings)
     record.trainable_params, record.total_params = count_parameters(model)
     record.trainable_pct = 100.0 * record.trainable_params / record.total_params
+    record.train_flops_per_token = train_flops_per_token(model)
     return model.to(device), tokenizer
 
 
@@ -187,6 +201,7 @@ class TrainStats:
     wall_s: float
     meter: ThroughputMeter
     loss_curve: list[tuple[int, float]] = field(default_factory=list)
+    eval_curve: list[tuple[int, float]] = field(default_factory=list)
 
 
 def train(model: nn.Module, tokenizer, data: TaskData, checked: Validated, device: torch.device) -> TrainStats:
@@ -203,7 +218,7 @@ def train(model: nn.Module, tokenizer, data: TaskData, checked: Validated, devic
     autocast = torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None and device.type == "cuda")
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16" and device.type == "cuda")
     meter = ThroughputMeter(device, warmup_steps=min(t.measure_warmup_steps, total - 1))
-    progress, curve = Progress(total, "train"), []
+    progress, curve, eval_curve = Progress(total, "train"), [], []
     loss_sum, since = torch.zeros((), device=device), 0
     model.train()
     started = time.perf_counter()
@@ -232,9 +247,15 @@ def train(model: nn.Module, tokenizer, data: TaskData, checked: Validated, devic
             loss_sum.zero_()
             since = 0
             progress.update(step, loss=mean, samples_per_s=meter.samples_per_s_so_far())
+        if t.eval_every and step % t.eval_every == 0 and step < total:
+            meter.pause()  # evaluation is not training time
+            eval_curve.append((step, evaluate(model, tokenizer, data, checked, device)[0]))
+            model.train()
+            meter.resume()
     meter.end()
     progress.close()
-    return TrainStats(steps=total, wall_s=time.perf_counter() - started, meter=meter, loss_curve=curve)
+    return TrainStats(steps=total, wall_s=time.perf_counter() - started, meter=meter, loss_curve=curve,
+                      eval_curve=eval_curve)
 
 
 @torch.no_grad()
@@ -261,7 +282,7 @@ def evaluate(model: nn.Module, tokenizer, data: TaskData, checked: Validated, de
     return float(score), len(data.eval) / elapsed
 
 
-def fill_measurements(record: RunRecord, stats: TrainStats, memory: MemoryMeter) -> None:
+def fill_measurements(record: RunRecord, stats: TrainStats, memory: MemoryMeter, checked: Validated) -> None:
     peak = memory.stop()
     record.peak_rss_bytes = peak.peak_rss_bytes
     record.peak_gpu_mem_bytes, record.peak_gpu_reserved_bytes = peak.peak_gpu_mem_bytes, peak.peak_gpu_reserved_bytes
@@ -269,4 +290,37 @@ def fill_measurements(record: RunRecord, stats: TrainStats, memory: MemoryMeter)
     record.train_time_s, record.train_steps = stats.wall_s, stats.steps
     record.loss_curve = stats.loss_curve
     record.final_train_loss = stats.loss_curve[-1][1] if stats.loss_curve else None
+    record.eval_curve = [*stats.eval_curve, (stats.steps, record.score)]
+    record.best_step, record.best_score = max(record.eval_curve, key=lambda point: point[1])
     record.device_name = device_name(torch.device(record.device))
+    if record.train_tokens_per_s:
+        record.achieved_flops_per_s = record.train_flops_per_token * record.train_tokens_per_s
+        peak_flops_per_s = peak_flops(record.device_name, checked.run.train.precision)
+        record.mfu = record.achieved_flops_per_s / peak_flops_per_s if peak_flops_per_s else None
+
+
+@torch.no_grad()
+def measure_inference(record: RunRecord, model: nn.Module, tokenizer, data: TaskData, checked: Validated,
+                      device: torch.device) -> None:
+    """Mean latency of a forward pass on evaluation batches, unmerged and (if it can) merged."""
+    n = checked.run.train.latency_batches
+    if n == 0:
+        return
+    loader = make_loader(data.eval, tokenizer, checked.run.train.eval_batch_size, shuffle=False)
+    inputs = [{k: v.to(device) for k, v in b.items() if k != "labels"} for _, b in batches(loader, n)]
+    model.eval()
+    record.infer_latency_ms = forward_latency_ms(model, inputs, device)
+    if is_mergeable(checked.method_name):
+        merge_method(model, checked.method_name)
+        record.infer_latency_merged_ms = forward_latency_ms(model, inputs, device)
+        unmerge_method(model, checked.method_name)
+
+
+def forward_latency_ms(model: nn.Module, inputs: list[dict], device: torch.device) -> float:
+    model(**inputs[0])  # warm-up: first-call allocations and kernel choices
+    synchronize(device)
+    started = time.perf_counter()
+    for batch in inputs:
+        model(**batch)
+    synchronize(device)
+    return 1000.0 * (time.perf_counter() - started) / len(inputs)

@@ -40,6 +40,12 @@ def test_single_run_records_every_column_and_its_files(tiny_bert_dir, tmp_path):
     assert float(row["trainable_pct"]) == pytest.approx(100 * 1090 / int(row["total_params"]))
     assert float(row["train_tokens_per_s"]) > float(row["train_samples_per_s"]) > 0
     assert int(row["peak_rss_bytes"]) > 50 * 2**20
+    # LoRA + head tensors in float32, plus the safetensors header.
+    assert 4 * 1090 < int(row["checkpoint_bytes"]) < 4 * 1090 + 4096
+    assert float(row["infer_latency_ms"]) > 0 and float(row["infer_latency_merged_ms"]) > 0
+    assert float(row["best_score"]) >= float(row["score"]) and row["best_step"] == "6"
+    assert int(row["train_flops_per_token"]) > 0 and row["mfu"] == ""  # no known peak for a CPU
+    assert json.loads(row["package_versions"])["torch"] == row["torch_version"]
     config = json.loads(row["config_json"])
     assert config["method"]["rank"] == 4 and config["seed"] == 0
     detail = json.loads((results / "runs" / f"{row['run_id']}.json").read_text())

@@ -100,3 +100,73 @@ def test_cuda_peak_is_the_run_alone_and_refuses_leftovers():
     meter = MemoryMeter(device)
     meter.start()
     assert meter.stop().peak_gpu_mem_bytes < 256 * MB
+
+
+def _counted_training_flops(model, inputs) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        out = model(**inputs).last_hidden_state
+        out.float().pow(2).mean().backward()
+    return counter.get_total_flops()
+
+
+def _tiny_bert_encoder(layers: int = 4):
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=64, hidden_size=64, num_hidden_layers=layers, num_attention_heads=4,
+                        intermediate_size=256, max_position_embeddings=64)
+    return BertModel(config, add_pooling_layer=False)  # every matmul weight then acts per token
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_flops_formula_agrees_with_torch_flop_counter(method):
+    from peftbench import apply_method
+    from peftbench.measure import train_flops_per_token
+
+    model = apply_method(_tiny_bert_encoder(), method, **({"rank": 8} if method == "lora" else {}))
+    batch, seq = 4, 8
+    inputs = {"input_ids": torch.randint(1, 64, (batch, seq))}
+    counted = _counted_training_flops(model, inputs)
+    predicted = train_flops_per_token(model) * batch * seq
+    # The formula leaves out attention-score matmuls (~seq/hidden of the total) and, for a frozen
+    # base, counts input gradients of the first layer that autograd can skip.
+    assert predicted == pytest.approx(counted, rel=0.12)
+
+
+def test_flops_formula_is_6n_for_full_and_about_4n_for_a_frozen_base():
+    from peftbench import apply_method
+    from peftbench.measure import matmul_parameters, train_flops_per_token
+
+    full = apply_method(_tiny_bert_encoder(), "full")
+    n, _ = matmul_parameters(full)
+    assert train_flops_per_token(full) == 6 * n
+    lora = apply_method(_tiny_bert_encoder(), "lora", rank=2)
+    n_lora, trainable = matmul_parameters(lora)
+    assert train_flops_per_token(lora) == 4 * n_lora + 2 * trainable
+    assert train_flops_per_token(lora) < 0.7 * train_flops_per_token(full)
+
+
+def test_peak_flops_known_and_unknown_devices():
+    from peftbench.measure import peak_flops
+
+    assert peak_flops("NVIDIA H200", "bf16") == 989e12
+    assert peak_flops("NVIDIA H100 PCIe", "bf16") == 756e12
+    assert peak_flops("AMD EPYC 7B13", "fp32") is None
+
+
+def test_throughput_pause_leaves_evaluation_out():
+    clock = FakeClock()
+    meter = ThroughputMeter(torch.device("cpu"), warmup_steps=0, clock=clock)
+    meter.begin()
+    for step in range(4):
+        clock.now += 1.0
+        meter.step_done(samples=10, tokens=100)
+        if step == 1:
+            meter.pause()
+            clock.now += 50.0  # a long evaluation
+            meter.resume()
+    meter.end()
+    assert meter.elapsed_s == pytest.approx(4.0)
+    assert meter.samples_per_s == pytest.approx(10.0)
