@@ -75,7 +75,7 @@ def main() -> None:
     ours, bare = [], []
     for _ in range(args.repeats):
         model = copy.deepcopy(base)
-        loader = runner.make_loader(data.train, tokenizer, checked.run.train.batch_size, shuffle=True,
+        loader = runner.make_loader(data.train, data.kind.collator(tokenizer), checked.run.train.batch_size, shuffle=True,
                                     seed=checked.run.seed)  # the same seeded order as peftbench's loop
         bare.append(bare_loop(model, loader, args.steps, checked.lr, checked.run.train.max_grad_norm, warmup,
                               device, synchronize))

@@ -119,6 +119,8 @@ class TaskConfig:
 
     Attributes:
         name: short name recorded in results (``vader``, ``sst2``).
+        kind: how the task is modelled and scored (``classification``: also regression with
+            ``num_labels: 1``); see ``peftbench/task_kinds.py``.
         source: ``vader`` (the lexicon in the vaderSentiment package) or ``datasets``
             (``datasets.load_dataset(path, config_name, data_files=...)``: the hub or local files).
         path, config_name, data_files: arguments of ``datasets.load_dataset``.
@@ -134,6 +136,7 @@ class TaskConfig:
     """
 
     name: str = MISSING
+    kind: str = "classification"
     source: str = "datasets"
     path: str | None = None
     config_name: str | None = None
@@ -150,6 +153,10 @@ class TaskConfig:
     split_seed: int = 0
 
     def __post_init__(self) -> None:
+        from peftbench.task_kinds import KINDS
+
+        if self.kind not in KINDS:
+            raise ConfigError(f"task.kind={self.kind!r} is not one of {', '.join(KINDS)}")
         if self.source not in ("vader", "datasets"):
             raise ConfigError(f"task.source={self.source!r} is not one of vader, datasets")
         if self.source == "datasets" and not self.path:

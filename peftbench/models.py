@@ -11,6 +11,7 @@ from torch import nn
 
 from peftbench.config import ModelConfig, TaskConfig
 from peftbench.errors import ConfigError
+from peftbench.task_kinds import get_kind
 
 CONF_MODELS = Path(__file__).resolve().parent.parent / "conf" / "model"
 
@@ -31,18 +32,19 @@ def model_source(cfg: ModelConfig) -> str:
 
 
 def load_model(cfg: ModelConfig, task: TaskConfig) -> tuple[nn.Module, object]:
-    """Loads the model with the task's head and its tokenizer.
+    """Loads the model with the head of the task's kind, and its tokenizer.
 
     Raises:
         ConfigError: if ``model.name`` is neither a local folder nor a loadable hub id, before any
             download of weights is attempted.
     """
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
+    kind = get_kind(task.kind)
     source = model_source(cfg)
     common = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
     try:
-        config = AutoConfig.from_pretrained(source, num_labels=task.num_labels, **common)
+        config = AutoConfig.from_pretrained(source, **kind.config_overrides(task), **common)
     except (OSError, ValueError) as err:
         known = ", ".join(sorted(p.stem for p in CONF_MODELS.glob("*.yaml")))
         where = "no such local folder, and " if not os.path.isdir(source) else ""
@@ -55,7 +57,5 @@ def load_model(cfg: ModelConfig, task: TaskConfig) -> tuple[nn.Module, object]:
     if tokenizer.pad_token is None:  # decoders (GPT-2, Llama) ship without one
         tokenizer.pad_token = tokenizer.eos_token
     config.pad_token_id = tokenizer.pad_token_id
-    model = AutoModelForSequenceClassification.from_pretrained(
-        source, config=config, dtype=getattr(torch, cfg.dtype), **common
-    )
+    model = kind.auto_model_class().from_pretrained(source, config=config, dtype=getattr(torch, cfg.dtype), **common)
     return model, tokenizer

@@ -174,14 +174,10 @@ def build_model(checked: Validated, device: torch.device, record: RunRecord) -> 
     return model.to(device), tokenizer
 
 
-def make_loader(dataset, tokenizer, batch_size: int, shuffle: bool, seed: int = 0) -> torch.utils.data.DataLoader:
-    from transformers import DataCollatorWithPadding
-
+def make_loader(dataset, collate, batch_size: int, shuffle: bool, seed: int = 0) -> torch.utils.data.DataLoader:
     generator = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(
-        dataset.with_format("python"), batch_size=batch_size, shuffle=shuffle, generator=generator,
-        collate_fn=DataCollatorWithPadding(tokenizer, return_tensors="pt"),
-    )
+    return torch.utils.data.DataLoader(dataset.with_format("python"), batch_size=batch_size, shuffle=shuffle,
+                                       generator=generator, collate_fn=collate)
 
 
 def batches(loader, total_steps: int):
@@ -207,7 +203,7 @@ class TrainStats:
 def train(model: nn.Module, tokenizer, data: TaskData, checked: Validated, device: torch.device) -> TrainStats:
     """AdamW with linear warm-up and decay for the configured budget; loss read every ``log_every``."""
     t = checked.run.train
-    loader = make_loader(data.train, tokenizer, t.batch_size, shuffle=True, seed=checked.run.seed)
+    loader = make_loader(data.train, data.kind.collator(tokenizer), t.batch_size, shuffle=True, seed=checked.run.seed)
     total = t.steps if t.steps is not None else max(1, math.ceil(t.epochs * len(loader)))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=checked.lr, weight_decay=t.weight_decay)
@@ -261,23 +257,21 @@ def train(model: nn.Module, tokenizer, data: TaskData, checked: Validated, devic
 @torch.no_grad()
 def evaluate(model: nn.Module, tokenizer, data: TaskData, checked: Validated, device: torch.device) -> tuple[float, float]:
     """Scores the evaluation split; returns ``(score, evaluation samples/s)``."""
-    loader = make_loader(data.eval, tokenizer, checked.run.train.eval_batch_size, shuffle=False)
+    loader = make_loader(data.eval, data.kind.collator(tokenizer), checked.run.train.eval_batch_size, shuffle=False)
     model.eval()
     predictions, references = [], []
     progress = Progress(len(loader), "eval")
     synchronize(device)
     started = time.perf_counter()
     for i, batch in enumerate(loader, start=1):
-        references.append(batch.pop("labels"))
-        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-        predictions.append(logits.argmax(-1).cpu() if logits.shape[-1] > 1 else logits.squeeze(-1).float().cpu())
+        references += data.kind.references(batch.pop("labels"), tokenizer)
+        predictions += data.kind.predict(model, {k: v.to(device) for k, v in batch.items()}, tokenizer)
         progress.update(i)
     synchronize(device)
     elapsed = time.perf_counter() - started
     progress.close()
     metric = data.metric
-    scores = load_metric(metric).compute(predictions=torch.cat(predictions).tolist(),
-                                         references=torch.cat(references).tolist())
+    scores = load_metric(metric).compute(predictions=predictions, references=references)
     score = scores[metric] if metric in scores else next(iter(scores.values()))
     return float(score), len(data.eval) / elapsed
 
@@ -306,7 +300,7 @@ def measure_inference(record: RunRecord, model: nn.Module, tokenizer, data: Task
     n = checked.run.train.latency_batches
     if n == 0:
         return
-    loader = make_loader(data.eval, tokenizer, checked.run.train.eval_batch_size, shuffle=False)
+    loader = make_loader(data.eval, data.kind.collator(tokenizer), checked.run.train.eval_batch_size, shuffle=False)
     inputs = [{k: v.to(device) for k, v in b.items() if k != "labels"} for _, b in batches(loader, n)]
     model.eval()
     record.infer_latency_ms = forward_latency_ms(model, inputs, device)

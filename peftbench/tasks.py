@@ -7,6 +7,7 @@ from importlib import resources
 
 from peftbench.config import TaskConfig, TrainConfig
 from peftbench.errors import ConfigError
+from peftbench.task_kinds import TaskKind, get_kind
 
 
 @dataclass
@@ -23,6 +24,7 @@ class TaskData:
     train: object
     eval: object
     metric: str
+    kind: TaskKind
 
 
 def vader_rows(min_abs_rating: float) -> list[dict]:
@@ -84,15 +86,10 @@ def load_task(cfg: TaskConfig, tokenizer, train: TrainConfig) -> TaskData:
     if train.eval_size is not None and len(eval_split) > train.eval_size:
         eval_split = eval_split.select(range(train.eval_size))
 
-    def tokenize(batch: dict) -> dict:
-        texts = [batch[cfg.text_column]]
-        if cfg.text_pair_column:
-            texts.append(batch[cfg.text_pair_column])
-        encoded = tokenizer(*texts, truncation=True, max_length=train.max_seq_length)
-        encoded["labels"] = batch[cfg.label_column]
-        return encoded
+    kind = get_kind(cfg.kind)
 
     def prepare(split):
-        return split.map(tokenize, batched=True, remove_columns=split.column_names)
+        return split.map(lambda batch: kind.tokenize(batch, cfg, tokenizer, train.max_seq_length),
+                         batched=True, remove_columns=split.column_names)
 
-    return TaskData(train=prepare(train_split), eval=prepare(eval_split), metric=cfg.metric)
+    return TaskData(train=prepare(train_split), eval=prepare(eval_split), metric=cfg.metric, kind=kind)
