@@ -8,11 +8,15 @@ A new method is one module here with a config dataclass, ``apply`` and a ``SPEC`
 below, plus ``conf/method/<name>.yaml`` for the harness.
 """
 
-from methods import full, lora
+from methods import adapters, full, ia3, lora, prefix
 from methods.base import MethodConfigError, MethodSpec, get_method, method_names, register
 
 # One line per built-in method, in the order listings show them.
 register(full.SPEC)
 register(lora.SPEC)
+register(adapters.HOULSBY_SPEC)
+register(adapters.PFEIFFER_SPEC)
+register(ia3.SPEC)
+register(prefix.SPEC)
 
 __all__ = ["MethodConfigError", "MethodSpec", "get_method", "method_names", "register"]
