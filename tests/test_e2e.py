@@ -130,3 +130,19 @@ def test_default_model_and_task_beat_the_majority_class(tmp_path):
     (row,) = _rows(results)
     assert row["model"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert float(row["score"]) > 0.56 + 0.15  # 56% of the kept words are negative
+
+
+def test_all_six_methods_run_through_the_cli(tiny_bert_dir, tmp_path):
+    results = tmp_path / "results"
+    proc = run_cli([f"model.name={tiny_bert_dir}", "method=full,lora,houlsby,pfeiffer,prefix,ia3",
+                    f"results_dir={results}", "wandb.mode=disabled", *FAST, "-m"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["method"]: r for r in _rows(results)}
+    assert sorted(rows) == ["full", "houlsby", "ia3", "lora", "pfeiffer", "prefix"]
+    assert all(r["status"] == "success" for r in rows.values())
+    counts = {m: int(r["trainable_params"]) for m, r in rows.items()}
+    assert counts["full"] == int(rows["full"]["total_params"])
+    assert max(v for m, v in counts.items() if m != "full") < 0.1 * counts["full"]
+    # Mergeable methods report a merged latency; the others leave it empty.
+    assert rows["lora"]["infer_latency_merged_ms"] and rows["ia3"]["infer_latency_merged_ms"]
+    assert rows["houlsby"]["infer_latency_merged_ms"] == "" and rows["prefix"]["infer_latency_merged_ms"] == ""
