@@ -50,15 +50,11 @@ from methods.base import (
     MethodSpec,
     check_positive_int,
     freeze_all,
+    is_linear,
     match_modules,
     replace_module,
 )
 from methods.targets import default_targets
-
-try:  # GPT-2 keeps its projections in a transposed "Conv1D" (weight shape: in x out).
-    from transformers.pytorch_utils import Conv1D
-except ImportError:  # pragma: no cover - transformers is a dependency, but methods/ must not need it
-    Conv1D = ()
 
 NON_LINEARITIES: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -234,10 +230,6 @@ class NormOffset(nn.Module):
         return f"{self.__dict__['_norm']!r}, trained through {self.prefix}ln_* offsets"
 
 
-def _is_linear(module: nn.Module) -> bool:
-    return isinstance(module, nn.Linear) or (bool(Conv1D) and isinstance(module, Conv1D))
-
-
 def is_norm(module: nn.Module) -> bool:
     """True for layer norms and RMS norms of any library (chosen by type: norms have no common name)."""
     if isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
@@ -253,7 +245,7 @@ def _apply(model: nn.Module, config: BottleneckConfig, method: str, prefix: str)
     ):
         raise MethodConfigError(f"{method} adapters are already applied to this model")
     targets = config.target_modules if config.target_modules is not None else default_targets(model, method)
-    names = match_modules(model, targets, _is_linear)
+    names = match_modules(model, targets, is_linear)
     widths = {}
     for name in names:  # validate everything before touching the model
         base = model.get_submodule(name)

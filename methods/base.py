@@ -15,6 +15,24 @@ from typing import Any
 
 from torch import nn
 
+try:  # GPT-2 keeps its projections in a transposed "Conv1D" (weight shape: in x out).
+    from transformers.pytorch_utils import Conv1D
+except ImportError:  # pragma: no cover - transformers is a dependency, but methods/ must not need it
+    Conv1D = ()
+
+
+def is_linear(module: nn.Module) -> bool:
+    """A layer the linear-wrapping methods can adapt: ``nn.Linear`` or GPT-2's ``Conv1D``."""
+    return isinstance(module, nn.Linear) or (bool(Conv1D) and isinstance(module, Conv1D))
+
+
+def each(model: nn.Module, cls: type, action: str) -> nn.Module:
+    """Calls ``action`` (``"merge"``, ``"unmerge"``) on every submodule of type ``cls``; returns ``model``."""
+    for module in model.modules():
+        if isinstance(module, cls):
+            getattr(module, action)()
+    return model
+
 
 class MethodConfigError(ValueError):
     """A method was given a setting it cannot use (bad rank, unmatched target, ...)."""

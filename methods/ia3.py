@@ -45,13 +45,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.base import MethodConfigError, MethodSpec, freeze_all, match_modules, replace_module
+from methods.base import (
+    MethodConfigError,
+    MethodSpec,
+    each,
+    freeze_all,
+    is_linear,
+    match_modules,
+    replace_module,
+)
 from methods.targets import default_targets
-
-try:  # GPT-2 keeps its projections in a transposed "Conv1D" (weight shape: in x out).
-    from transformers.pytorch_utils import Conv1D
-except ImportError:  # pragma: no cover - transformers is a dependency, but methods/ must not need it
-    Conv1D = ()
 
 OUTPUT, INPUT, FUSED_KV = "output", "input", "fused_kv"
 
@@ -181,14 +184,10 @@ class IA3Linear(nn.Module):
         return f"in={self.in_features}, out={self.out_features}, mode={self.mode}, width={self.ia3_l.numel()}"
 
 
-def _is_linear(module: nn.Module) -> bool:
-    return isinstance(module, nn.Linear) or (bool(Conv1D) and isinstance(module, Conv1D))
-
-
 def _match(model: nn.Module, targets: Any, key: str) -> list[str]:
     if isinstance(targets, list) and not targets:
         return []
-    return match_modules(model, targets, _is_linear, key=key)
+    return match_modules(model, targets, is_linear, key=key)
 
 
 def resolve_targets(model: nn.Module, config: IA3Config) -> dict[str, str]:
@@ -266,10 +265,7 @@ def merge(model: nn.Module) -> nn.Module:
 
 
 def unmerge(model: nn.Module) -> nn.Module:
-    for module in model.modules():
-        if isinstance(module, IA3Linear):
-            module.unmerge()
-    return model
+    return each(model, IA3Linear, "unmerge")
 
 
 SPEC = MethodSpec(

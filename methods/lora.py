@@ -14,16 +14,13 @@ from methods.base import (
     MethodConfigError,
     MethodSpec,
     check_positive_int,
+    each,
     freeze_all,
+    is_linear,
     match_modules,
     replace_module,
 )
 from methods.targets import default_targets
-
-try:  # GPT-2 keeps its projections in a transposed "Conv1D" (weight shape: in x out).
-    from transformers.pytorch_utils import Conv1D
-except ImportError:  # pragma: no cover - transformers is a dependency, but methods/ must not need it
-    Conv1D = ()
 
 
 @dataclass
@@ -62,10 +59,6 @@ class LoraConfig:
     @property
     def scaling(self) -> float:
         return self.alpha / (math.sqrt(self.rank) if self.use_rslora else self.rank)
-
-
-def _is_linear(module: nn.Module) -> bool:
-    return isinstance(module, nn.Linear) or (bool(Conv1D) and isinstance(module, Conv1D))
 
 
 class LoraLinear(nn.Module):
@@ -134,7 +127,7 @@ def apply(model: nn.Module, config: LoraConfig) -> nn.Module:
     if any(isinstance(m, LoraLinear) for m in model.modules()):
         raise MethodConfigError("LoRA is already applied to this model")
     targets = config.target_modules if config.target_modules is not None else default_targets(model, "lora")
-    names = match_modules(model, targets, _is_linear)
+    names = match_modules(model, targets, is_linear)
     freeze_all(model)
     for name in names:
         replace_module(model, name, LoraLinear(model.get_submodule(name), config))
@@ -142,17 +135,11 @@ def apply(model: nn.Module, config: LoraConfig) -> nn.Module:
 
 
 def merge(model: nn.Module) -> nn.Module:
-    for module in model.modules():
-        if isinstance(module, LoraLinear):
-            module.merge()
-    return model
+    return each(model, LoraLinear, "merge")
 
 
 def unmerge(model: nn.Module) -> nn.Module:
-    for module in model.modules():
-        if isinstance(module, LoraLinear):
-            module.unmerge()
-    return model
+    return each(model, LoraLinear, "unmerge")
 
 
 SPEC = MethodSpec(
