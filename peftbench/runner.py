@@ -42,7 +42,6 @@ from peftbench.measure import (
     synchronize,
     train_flops_per_token,
 )
-from peftbench.metrics import load_metric
 from peftbench.models import load_model
 from peftbench.progress import Progress
 from peftbench.record import RunRecord
@@ -88,9 +87,10 @@ def run(cfg: DictConfig, sweep_id: str = "") -> RunRecord:
         memory.start()
         model, tokenizer = build_model(checked, device, record)
         data = load_task(checked.run.task, tokenizer, checked.run.train)
+        before = [(0, evaluate(model, tokenizer, data, checked, device)[0])] if checked.run.train.eval_at_start else []
         stats = train(model, tokenizer, data, checked, device)
-        record.score, record.eval_samples_per_s = evaluate(model, tokenizer, data, checked, device)
-        record.metric = data.metric
+        stats.eval_curve[:0] = before  # the zero-shot score, as step 0
+        score(record, model, tokenizer, data, checked, device)
         fill_measurements(record, stats, memory, checked)
         measure_inference(record, model, tokenizer, data, checked, device)
         record.checkpoint_bytes = len(safetensors_bytes(method_state(model, checked.method_name)))
@@ -255,9 +255,12 @@ def train(model: nn.Module, tokenizer, data: TaskData, checked: Validated, devic
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, tokenizer, data: TaskData, checked: Validated, device: torch.device) -> tuple[float, float]:
-    """Scores the evaluation split; returns ``(score, evaluation samples/s)``."""
-    loader = make_loader(data.eval, data.kind.collator(tokenizer), checked.run.train.eval_batch_size, shuffle=False)
+def evaluate(model: nn.Module, tokenizer, data: TaskData, checked: Validated, device: torch.device,
+             split: str | None = None) -> tuple[float, float, dict[str, float]]:
+    """Scores the evaluation split (or the extra evaluation ``split``); returns ``(score, evaluation
+    samples/s, every metric value)``."""
+    dataset = data.eval if split is None else data.extra_evals[split]
+    loader = make_loader(dataset, data.kind.collator(tokenizer), checked.run.train.eval_batch_size, shuffle=False)
     model.eval()
     predictions, references = [], []
     progress = Progress(len(loader), "eval")
@@ -270,10 +273,18 @@ def evaluate(model: nn.Module, tokenizer, data: TaskData, checked: Validated, de
     synchronize(device)
     elapsed = time.perf_counter() - started
     progress.close()
-    metric = data.metric
-    scores = load_metric(metric).compute(predictions=predictions, references=references)
-    score = scores[metric] if metric in scores else next(iter(scores.values()))
-    return float(score), len(data.eval) / elapsed
+    score, scores = data.score(predictions, references)
+    return score, len(dataset) / elapsed, scores
+
+
+def score(record: RunRecord, model: nn.Module, tokenizer, data: TaskData, checked: Validated,
+          device: torch.device) -> None:
+    """The final score on the evaluation split, and every metric value, extra splits included
+    (MNLI's mismatched set as ``{"validation_mismatched/accuracy": ...}``), in ``metrics_json``."""
+    record.score, record.eval_samples_per_s, scores = evaluate(model, tokenizer, data, checked, device)
+    for split in data.extra_evals:
+        scores |= {f"{split}/{k}": v for k, v in evaluate(model, tokenizer, data, checked, device, split)[2].items()}
+    record.metric, record.metrics_json = data.metric, json.dumps(scores)
 
 
 def fill_measurements(record: RunRecord, stats: TrainStats, memory: MemoryMeter, checked: Validated) -> None:

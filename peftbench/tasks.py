@@ -1,13 +1,31 @@
-"""Tasks: a train and an evaluation split, tokenized, and how to score predictions."""
+"""Tasks: a train and an evaluation split, tokenized, and how to score predictions.
+
+Sources (``task.source``):
+
+- ``datasets``: ``datasets.load_dataset(path, config_name)``, the Hugging Face Hub (GLUE, GSM8K...).
+- ``local``: CSV, JSON Lines or Parquet files named in ``task.data_files``; without an evaluation
+  file a seeded share of the training file is held out.
+- ``vader``: the VADER sentiment lexicon shipped in the vaderSentiment package.
+- ``arithmetic``: integer arithmetic problems generated from ``task.split_seed`` (no download).
+
+Every split is checked before any training: its columns exist, it is not empty and its labels
+parse; an error names the file (or dataset split) and the column.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import random
+from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
+from typing import Any
 
 from peftbench.config import TaskConfig, TrainConfig
 from peftbench.errors import ConfigError
-from peftbench.task_kinds import TaskKind, get_kind
+from peftbench.metrics import load_metric
+from peftbench.task_kinds import TaskKind, make_kind
+
+LOCAL_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
 @dataclass
@@ -18,13 +36,31 @@ class TaskData:
         train: ``datasets.Dataset`` with ``input_ids``, ``attention_mask`` (and ``token_type_ids``) and
             ``labels``.
         eval: the same columns; the score is computed on it.
-        metric: the metric name (``accuracy``).
+        metric: the main metric's name (``accuracy``); its value is the run's score.
+        kind: the task's kind, bound to its config.
+        extra_metrics: more metrics computed on the same predictions.
+        extra_evals: more evaluation splits by name (MNLI's mismatched validation set).
     """
 
-    train: object
-    eval: object
+    train: Any
+    eval: Any
     metric: str
     kind: TaskKind
+    extra_metrics: list[str] = field(default_factory=list)
+    extra_evals: dict[str, Any] = field(default_factory=dict)
+
+    def score(self, predictions: list, references: list) -> tuple[float, dict[str, float]]:
+        """Computes every metric; returns ``(main score, {name: value} of all values)``.
+
+        The main score is the main metric's value of its own name, else its first value.
+        """
+        results = {}
+        for name in [self.metric, *self.extra_metrics]:
+            values = load_metric(name).compute(predictions=predictions, references=references)
+            if name == self.metric:
+                main = float(values[name] if name in values else next(iter(values.values())))
+            results.update({k: float(v) for k, v in values.items() if isinstance(v, (int, float))})
+        return main, results
 
 
 def vader_rows(min_abs_rating: float) -> list[dict]:
@@ -45,51 +81,202 @@ def vader_rows(min_abs_rating: float) -> list[dict]:
     return rows
 
 
-def load_splits(cfg: TaskConfig):
-    """Returns ``(train, eval)`` as ``datasets.Dataset`` objects, untokenized."""
+def arithmetic_rows(cfg: TaskConfig) -> tuple[list[dict], list[dict]]:
+    """``(train, eval)`` problems ``a<op>b`` with their integer results, generated from ``split_seed``.
+
+    Operands are drawn uniformly below ``10**digits``; no evaluation problem occurs in training.
+    """
+    rng = random.Random(cfg.split_seed)
+    space = 10**cfg.digits
+    if (cfg.num_train + cfg.num_eval) * 2 > space * space * len(cfg.operations):
+        raise ConfigError(
+            f"task.num_train + task.num_eval = {cfg.num_train + cfg.num_eval} is too many distinct problems "
+            f"for task.digits={cfg.digits} and task.operations={cfg.operations!r}; raise digits"
+        )
+    seen: set[str] = set()
+
+    def draw(count: int) -> list[dict]:
+        rows = []
+        while len(rows) < count:
+            a, b, op = rng.randrange(space), rng.randrange(space), rng.choice(cfg.operations)
+            text = f"{a}{op}{b}"
+            if text in seen:
+                continue
+            seen.add(text)
+            result = a + b if op == "+" else a - b if op == "-" else a * b
+            rows.append({"text": text, "answer": str(result)})
+        return rows
+
+    eval_rows = draw(cfg.num_eval)
+    return draw(cfg.num_train), eval_rows
+
+
+def read_local_file(path: str, split: str) -> Any:
+    """One CSV, JSON Lines or Parquet file as a ``datasets.Dataset``; clear errors for bad files."""
     import datasets
 
+    file = Path(path).expanduser()
+    what = f"task.data_files.{split}={path!r}"
+    if not file.is_file():
+        raise ConfigError(f"{what}: no such file (relative paths are from where you run)")
+    builder = LOCAL_FORMATS.get(file.suffix.lower())
+    if builder is None:
+        raise ConfigError(f"{what}: unknown file type {file.suffix!r}; use one of {', '.join(LOCAL_FORMATS)}")
+    if file.stat().st_size == 0:
+        raise ConfigError(f"{what}: the file {file} is empty")
+    if builder != "parquet" and _text_rows(file, header=builder == "csv") == 0:
+        raise ConfigError(f"{what}: the file {file} has no rows")
+    try:
+        loaded = datasets.load_dataset(builder, data_files={"data": str(file)}, split="data")
+    except Exception as err:  # pandas, pyarrow and json errors alike: name the file
+        message = str(err).splitlines()[0] if str(err) else ""
+        raise ConfigError(f"{what}: could not read {file} as {builder} ({type(err).__name__}: {message})") from None
+    if len(loaded) == 0:
+        raise ConfigError(f"{what}: the file {file} has no rows")
+    return loaded
+
+
+def _text_rows(file: Path, header: bool) -> int:
+    """Non-blank lines after the header, counted in the first 64 KiB only (enough to tell "none")."""
+    with open(file, encoding="utf-8", errors="replace") as f:
+        lines = [line for line in f.read(65536).splitlines() if line.strip()]
+    return max(0, len(lines) - int(header))
+
+
+def load_splits(cfg: TaskConfig) -> dict[str, tuple[Any, str]]:
+    """Every split the task uses, untokenized: ``{split: (dataset, where it came from)}``."""
+    import datasets
+
+    names = [cfg.train_split, cfg.eval_split, *cfg.extra_eval_splits]
     if cfg.source == "vader":
         full = datasets.Dataset.from_list(vader_rows(cfg.min_abs_rating))
         split = full.train_test_split(test_size=cfg.validation_fraction, seed=cfg.split_seed)
-        return split["train"], split["test"]
-    kwargs = {"data_files": dict(cfg.data_files)} if cfg.data_files else {}
+        return {cfg.train_split: (split["train"], "the VADER lexicon"), cfg.eval_split: (split["test"], "the VADER lexicon")}
+    if cfg.source == "arithmetic":
+        train_rows, eval_rows = arithmetic_rows(cfg)
+        where = "the generated arithmetic problems"
+        return {cfg.train_split: (datasets.Dataset.from_list(train_rows), where),
+                cfg.eval_split: (datasets.Dataset.from_list(eval_rows), where)}
+    if cfg.source == "local":
+        return local_splits(cfg, names)
+    data_files = {split: path for split, path in (cfg.data_files or {}).items() if path}
+    kwargs = {"data_files": data_files} if data_files else {}
     loaded = datasets.load_dataset(cfg.path, cfg.config_name, **kwargs)
-    for key, split in (("task.train_split", cfg.train_split), ("task.eval_split", cfg.eval_split)):
+    keys = ("task.train_split", "task.eval_split", *["task.extra_eval_splits"] * len(cfg.extra_eval_splits))
+    for key, split in zip(keys, names, strict=True):
         if split not in loaded:
             raise ConfigError(
                 f"{key}={split!r} is not a split of {cfg.path}/{cfg.config_name}; it has: {', '.join(loaded)}"
             )
-    return loaded[cfg.train_split], loaded[cfg.eval_split]
+    return {split: (loaded[split], f"the {split} split of {cfg.path}/{cfg.config_name}") for split in names}
 
 
-def check_columns(dataset, cfg: TaskConfig, split: str) -> None:
-    """Refuses, with the columns that exist, a task whose configured columns are missing."""
+def local_splits(cfg: TaskConfig, names: list[str]) -> dict[str, tuple[Any, str]]:
+    """Splits from ``task.data_files``; a missing evaluation file is a seeded share of the training one."""
+    files = {split: path for split, path in (cfg.data_files or {}).items() if path}
+    if cfg.train_split not in files:
+        raise ConfigError(
+            f"task {cfg.name!r} (source local) needs task.data_files with a {cfg.train_split!r} file, for example "
+            f"task.data_files.{cfg.train_split}=data/train.csv (and task.data_files.{cfg.eval_split}=data/dev.csv, "
+            f"or a share of the training file is held out); got {dict(cfg.data_files or {})}"
+        )
+    unknown = sorted(set(files) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"task.data_files names the split(s) {', '.join(unknown)}, which the task does not use; its splits "
+            f"are task.train_split={cfg.train_split!r}, task.eval_split={cfg.eval_split!r}"
+            + (f" and task.extra_eval_splits={list(cfg.extra_eval_splits)}" if cfg.extra_eval_splits else "")
+        )
+    missing = [s for s in cfg.extra_eval_splits if s not in files]
+    if missing:
+        raise ConfigError(f"task.extra_eval_splits names {', '.join(missing)}, which task.data_files has no file for")
+    splits = {split: (read_local_file(path, split), f"file {path}") for split, path in files.items()}
+    for split, (dataset, where) in splits.items():  # before any split: rows are reported as in the file
+        check_columns(dataset, cfg, where)
+        splits[split] = (parse_labels(dataset, cfg, where), where)
+    if cfg.eval_split not in splits:
+        train, where = splits[cfg.train_split]
+        if len(train) < 2:
+            raise ConfigError(f"task.data_files.{cfg.train_split}: {where} has {len(train)} row, too few to "
+                              f"hold out a validation share; give task.data_files.{cfg.eval_split} too")
+        held = train.train_test_split(test_size=cfg.validation_fraction, seed=cfg.split_seed)
+        splits[cfg.train_split] = (held["train"], where)
+        splits[cfg.eval_split] = (held["test"], f"{where} (held-out share {cfg.validation_fraction})")
+    return splits
+
+
+def check_columns(dataset: Any, cfg: TaskConfig, where: str) -> None:
+    """Refuses, with the columns that exist, a split whose configured columns are missing or empty."""
     wanted = {"task.text_column": cfg.text_column, "task.label_column": cfg.label_column}
     if cfg.text_pair_column:
         wanted["task.text_pair_column"] = cfg.text_pair_column
     for key, column in wanted.items():
         if column not in dataset.column_names:
             raise ConfigError(
-                f"{key}={column!r} is not a column of the {split} split of task {cfg.name!r}; "
+                f"{key}={column!r} is not a column of {where} (task {cfg.name!r}); "
                 f"its columns are: {', '.join(dataset.column_names)}"
             )
     if len(dataset) == 0:
-        raise ConfigError(f"the {split} split of task {cfg.name!r} is empty")
+        raise ConfigError(f"{where} (task {cfg.name!r}) is empty")
 
 
-def load_task(cfg: TaskConfig, tokenizer, train: TrainConfig) -> TaskData:
+def parse_label(value: Any, cfg: TaskConfig) -> Any:
+    """The label as the task's kind needs it; raises ValueError with the reason if it does not parse."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ValueError("it is empty")
+    if cfg.kind != "classification":
+        return str(value)
+    if cfg.num_labels == 1:
+        return float(value)
+    if cfg.label_names is not None and str(value) in cfg.label_names:
+        return list(cfg.label_names).index(str(value))
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not number.is_integer() or not 0 <= number < cfg.num_labels:
+        names = f"one of {list(cfg.label_names)} or " if cfg.label_names else ""
+        raise ValueError(f"it is not {names}a class id in 0..{cfg.num_labels - 1}"
+                         + ("" if cfg.label_names else " (labels given as names need task.label_names)"))
+    return int(number)
+
+
+def parse_labels(dataset: Any, cfg: TaskConfig, where: str) -> Any:
+    """Checks and converts the label column; the first bad value is reported with its row."""
+    values = list(dataset[cfg.label_column])
+    parsed = []
+    for row, value in enumerate(values):
+        try:
+            parsed.append(parse_label(value, cfg))
+        except (TypeError, ValueError) as err:
+            reason = str(err) if str(err).startswith("it ") else "it is not a number (task.num_labels=1: regression)"
+            raise ConfigError(
+                f"task.label_column={cfg.label_column!r} of {where} (task {cfg.name!r}): the value {value!r} in "
+                f"data row {row + 1} does not parse as a label: {reason}"
+            ) from None
+    if parsed == values and all(type(p) is type(v) for p, v in zip(parsed, values, strict=True)):
+        return dataset
+    return dataset.remove_columns(cfg.label_column).add_column(cfg.label_column, parsed)
+
+
+def load_task(cfg: TaskConfig, tokenizer: Any, train: TrainConfig) -> TaskData:
     """Loads, checks and tokenizes a task's splits (evaluation capped at ``train.eval_size``)."""
-    train_split, eval_split = load_splits(cfg)
-    check_columns(train_split, cfg, cfg.train_split)
-    check_columns(eval_split, cfg, cfg.eval_split)
-    if train.eval_size is not None and len(eval_split) > train.eval_size:
-        eval_split = eval_split.select(range(train.eval_size))
+    splits = {}
+    for split, (dataset, where) in load_splits(cfg).items():
+        check_columns(dataset, cfg, where)
+        dataset = parse_labels(dataset, cfg, where)
+        if split != cfg.train_split and train.eval_size is not None and len(dataset) > train.eval_size:
+            dataset = dataset.select(range(train.eval_size))
+        splits[split] = dataset
 
-    kind = get_kind(cfg.kind)
+    kind = make_kind(cfg)
 
-    def prepare(split):
-        return split.map(lambda batch: kind.tokenize(batch, cfg, tokenizer, train.max_seq_length),
-                         batched=True, remove_columns=split.column_names)
+    def prepare(split: str):
+        role = "train" if split == cfg.train_split else "eval"
+        dataset = splits[split]
+        return dataset.map(lambda batch: kind.tokenize(batch, cfg, tokenizer, train.max_seq_length, split=role),
+                           batched=True, remove_columns=dataset.column_names)
 
-    return TaskData(train=prepare(train_split), eval=prepare(eval_split), metric=cfg.metric, kind=kind)
+    return TaskData(train=prepare(cfg.train_split), eval=prepare(cfg.eval_split), metric=cfg.metric, kind=kind,
+                    extra_metrics=list(cfg.extra_metrics),
+                    extra_evals={s: prepare(s) for s in cfg.extra_eval_splits})

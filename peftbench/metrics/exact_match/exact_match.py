@@ -1,0 +1,43 @@
+"""Exact match as a local ``evaluate`` module, so generation tasks score offline.
+
+The share of predictions equal to their reference after stripping surrounding whitespace (the
+task's answer extraction has already been applied to both).
+"""
+
+import datasets
+import evaluate
+
+_DESCRIPTION = "Exact match: the share of predicted strings equal to their reference string."
+_INPUTS = """
+Args:
+    predictions (list of str): predicted answers.
+    references (list of str): reference answers.
+    ignore_case (bool): compare case-insensitively (False by default).
+Returns:
+    exact_match (float): in [0, 1].
+"""
+
+
+class ExactMatch(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation="",
+            inputs_description=_INPUTS,
+            features=datasets.Features(
+                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
+            ),
+        )
+
+    def _compute(self, predictions, references, ignore_case=False):
+        if len(predictions) != len(references):
+            raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+        if not references:
+            return {"exact_match": 0.0}
+
+        def norm(text):
+            text = (text or "").strip()
+            return text.lower() if ignore_case else text
+
+        hits = sum(norm(p) == norm(r) for p, r in zip(predictions, references, strict=True))
+        return {"exact_match": float(hits / len(references))}

@@ -1,0 +1,48 @@
+"""Matthews correlation coefficient as a local ``evaluate`` module (CoLA's GLUE metric), offline.
+
+For K classes, from the confusion matrix C (rows: references, columns: predictions), with
+``t_k`` references and ``p_k`` predictions of class k, ``c`` correct and ``s`` samples:
+``MCC = (c*s - sum_k p_k*t_k) / sqrt((s^2 - sum_k p_k^2) * (s^2 - sum_k t_k^2))``; 0 when a
+denominator term is 0 (a constant prediction or reference).
+"""
+
+import math
+from collections import Counter
+
+import datasets
+import evaluate
+
+_DESCRIPTION = "Matthews correlation: a balanced measure of classification quality in [-1, 1]."
+_INPUTS = """
+Args:
+    predictions (list of int): predicted labels.
+    references (list of int): true labels.
+Returns:
+    matthews_correlation (float): in [-1, 1]; 0 is no better than chance.
+"""
+
+
+class MatthewsCorrelation(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation="",
+            inputs_description=_INPUTS,
+            features=datasets.Features(
+                {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
+            ),
+        )
+
+    def _compute(self, predictions, references):
+        if len(predictions) != len(references):
+            raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+        samples = len(references)
+        correct = sum(1 for p, r in zip(predictions, references, strict=True) if p == r)
+        predicted, true = Counter(predictions), Counter(references)
+        classes = set(predicted) | set(true)
+        cross = sum(predicted[k] * true[k] for k in classes)
+        pred_term = samples**2 - sum(v**2 for v in predicted.values())
+        true_term = samples**2 - sum(v**2 for v in true.values())
+        if pred_term == 0 or true_term == 0:
+            return {"matthews_correlation": 0.0}
+        return {"matthews_correlation": float((correct * samples - cross) / math.sqrt(pred_term * true_term))}
