@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import sys
 from dataclasses import fields
@@ -18,6 +19,9 @@ from peftbench.config import RunConfig, TrainConfig, WandbConfig, register_confi
 
 register_configs()
 
+FAILED_TRIAL_SCORE = float("-inf")
+"""What a multirun job returns for a failed run: the worst score, so a maximizing sweeper goes on."""
+
 
 def sweep_context() -> tuple[str, bool]:
     """``(sweep id, is this a multirun)``; jobs of one sweep share the id, even in other processes."""
@@ -26,6 +30,17 @@ def sweep_context() -> tuple[str, bool]:
     if multirun:
         return os.environ.get(SWEEP_ID_ENV) or Path(hc.sweep.dir).name, True
     return Path(hc.run.dir).name, False
+
+
+def sweep_objective(score: float | str | None) -> float:
+    """The value a sweeper sees for one job: the score, or -inf for a failed run or a non-finite score.
+
+    Optuna (``hydra/sweeper=lr_search``) maximizes it. It marks a trial that returns None as failed
+    and stops the search at the end with no completed trial, so a failed run (a learning rate that
+    diverged) is told as the worst possible score instead: the search goes on and learns to avoid it.
+    """
+    value = float(score) if score not in (None, "") else math.nan
+    return value if math.isfinite(value) else FAILED_TRIAL_SCORE
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -37,6 +52,8 @@ def hydra_main(cfg: DictConfig) -> float | None:
     if done is not None:
         print(f"peftbench: skipping: run {done['run_id']} (sweep {done['sweep_id']}) already succeeded with this "
               f"exact config, {done['metric']}={done['score']}; force=true runs it again.")
+        if multirun:
+            return sweep_objective(done.get("score"))
         return float(done["score"]) if done.get("score") else None
     record = run(cfg, sweep_id)
     if not multirun and record.status != "success":
@@ -46,10 +63,11 @@ def hydra_main(cfg: DictConfig) -> float | None:
         if not refused:
             print(f"The traceback is in {cfg.results_dir}/runs/{record.run_id}.json.", file=sys.stderr)
         sys.exit(2 if refused else 1)
-    if not multirun:
-        print(f"peftbench: run {record.run_id}: {record.metric}={record.score:.4f}, trainable "
-              f"{record.trainable_params:,} of {record.total_params:,} parameters "
-              f"({record.trainable_pct:.3f}%); recorded in {cfg.results_dir}/runs.csv")
+    if multirun:
+        return sweep_objective(record.score if record.status == "success" else None)
+    print(f"peftbench: run {record.run_id}: {record.metric}={record.score:.4f}, trainable "
+          f"{record.trainable_params:,} of {record.total_params:,} parameters "
+          f"({record.trainable_pct:.3f}%); recorded in {cfg.results_dir}/runs.csv")
     return record.score
 
 

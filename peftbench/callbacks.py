@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import uuid
 import warnings
@@ -38,10 +39,35 @@ class SweepSummary(Callback):
         if len(mine):
             log_sweep_table(mine, sweep_id, config, results_dir)
         bad = mine[mine["status"] != "success"] if len(mine) else mine
+        search = is_search(config)
+        if search and len(mine) > len(bad):
+            print_best_of_search(results_dir, sweep_id, Path(str(config.hydra.sweep.dir)))
         if len(bad):
             names = ", ".join(f"{r.method} (run {r.run_id})" for r in bad.itertuples())
             print(f"peftbench: {len(bad)} of {len(mine)} runs did not succeed: {names}", file=sys.stderr)
-            sys.exit(1)
+            if not search or len(bad) == len(mine):  # a search expects some trials to diverge
+                sys.exit(1)
+
+
+def is_search(config: DictConfig) -> bool:
+    """Whether this multirun is a hyperparameter search (the Optuna sweeper, ``hydra/sweeper=lr_search``)."""
+    return "optuna" in str(config.hydra.sweeper.get("_target_", "")).lower()
+
+
+def print_best_of_search(results_dir: Path, sweep_id: str, sweep_dir: Path) -> None:
+    """Prints the search's best trial of each method and the command that reruns it over seeds."""
+    from peftbench.best import best_settings, describe, rerun_command
+
+    try:
+        found = best_settings(results_dir, [sweep_id], sweep_dirs=[sweep_dir])
+    except (OSError, ValueError) as err:
+        print(f"peftbench: could not pick the search's best trial: {err}", file=sys.stderr)
+        return
+    print(f"\nBest of search {sweep_id}; rerun over seeds on the reported split with the command below, or "
+          f"`python -m peftbench.best {shlex.quote(str(results_dir))} --search {sweep_id} --run`:")
+    for best in found:
+        print(describe(best))
+        print(shlex.join(rerun_command(best)))
 
 
 def log_sweep_table(runs: Any, sweep_id: str, config: DictConfig, results_dir: Path) -> None:

@@ -172,6 +172,8 @@ class TaskConfig:
         max_target_length: generation kinds: answer/target tokens kept for training.
         min_abs_rating: vader: drop words whose mean human rating is closer to neutral than this.
         validation_fraction: vader, local: share of items held out for validation.
+        search_fraction: with ``eval_on=search``: the share of the training split held out (seeded
+            by ``split_seed``) to score on instead of ``eval_split``.
         split_seed: seed of the fixed train/validation split and of generated problems
             (independent of the run's seed).
         digits: arithmetic: operands have 1 to ``digits`` digits.
@@ -201,6 +203,7 @@ class TaskConfig:
     max_target_length: int = 128
     min_abs_rating: float = 0.5
     validation_fraction: float = 0.2
+    search_fraction: float = 0.1
     split_seed: int = 0
     digits: int = 3
     operations: str = "+-"
@@ -224,6 +227,8 @@ class TaskConfig:
             )
         if not 0 < self.validation_fraction < 1:
             raise ConfigError(f"task.validation_fraction must be in (0, 1), got {self.validation_fraction}")
+        if not 0 < self.search_fraction < 1:
+            raise ConfigError(f"task.search_fraction must be in (0, 1), got {self.search_fraction}")
         if "{text}" not in self.prompt_template:
             raise ConfigError(f"task.prompt_template={self.prompt_template!r} must contain {{text}}")
         if self.answer_extractor not in EXTRACTORS:
@@ -270,6 +275,9 @@ class RunConfig:
         results_dir: where ``runs.csv`` and per-run files go, relative to where you run.
         device: auto (CUDA if available, else CPU), cpu, cuda or cuda:N.
         verbose: let transformers and datasets log at their usual levels.
+        eval_on: ``eval`` scores ``task.eval_split`` (the reported score); ``search`` trains on the
+            training split minus a seeded ``task.search_fraction`` slice and scores on that slice,
+            so a hyperparameter search never sees the split final scores are reported on.
         force: run even if ``results_dir`` already holds a successful run of the same config
             (by default such a run is skipped, so rerunning a sweep finishes only what is missing).
     """
@@ -282,6 +290,7 @@ class RunConfig:
     results_dir: str = "results"
     device: str = "auto"
     verbose: bool = False
+    eval_on: str = "eval"
     force: bool = False
     train: TrainConfig = field(default_factory=TrainConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
@@ -290,6 +299,8 @@ class RunConfig:
         _positive(self.rank, "rank", hint=" (LoRA's rank r, for example 2, 4, 8 or 16)")
         if self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed}")
+        if self.eval_on not in ("eval", "search"):
+            raise ConfigError(f"eval_on={self.eval_on!r} is not one of eval, search")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"device={self.device!r} is not one of auto, cpu, cuda, cuda:N")
 

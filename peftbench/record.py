@@ -54,6 +54,8 @@ class RunRecord:
     score: float | None = None
     metric: str = ""
     metrics_json: str = ""  # every metric value of the final evaluation, extra splits included
+    eval_on: str = ""  # "eval" (the reported split) or "search" (a slice of the training split)
+    scored_on: str = ""  # the split the score is computed on (a search slice with eval_on=search)
     best_score: float | None = None
     best_step: int | None = None
     final_train_loss: float | None = None

@@ -8,7 +8,7 @@ Command line::
 
     python -m peftbench.report [RESULTS_DIR] [--model M] [--task T] [--method X] [--sweep S]
                                [--sort COLUMN [--desc]] [--format text|markdown|csv|latex|html]
-                               [--output PATH] [--plots-dir DIR]
+                               [--output PATH] [--plots-dir DIR] [--include-search]
 
 Library API (names and signatures are kept stable):
 
@@ -16,6 +16,8 @@ Library API (names and signatures are kept stable):
 * :func:`comparison_table` turns those runs into one row per (model, task, method, setting).
 * :func:`failed_runs` lists the failed and cancelled runs.
 * :func:`format_sweep_table` renders one sweep's runs as a compact plain-text table.
+* :func:`significance` adds each setting's confidence interval and its comparison with the best
+  setting of its model and task (see :data:`SIGNIFICANCE_TEST`).
 
 This module deliberately imports neither torch nor matplotlib at import time; plots live in
 :mod:`peftbench.report_plots` and are imported only when a plot is drawn.
@@ -57,6 +59,7 @@ __all__ = [
     "main",
     "pareto_front",
     "render",
+    "significance",
 ]
 
 RUNS_FILENAME = "runs.csv"
@@ -64,6 +67,19 @@ RUNS_FILENAME = "runs.csv"
 
 BASELINE_METHOD = "full"
 """Method that relative figures are computed against."""
+
+CI_LEVEL = 0.95
+"""Confidence level of each setting's interval for its mean score (Student's t, n - 1 df)."""
+
+ALPHA = 0.05
+"""Significance level of the comparison with the best setting."""
+
+SIGNIFICANCE_TEST = "two-sided Welch t-test"
+"""How each setting is compared with the best setting of its model and task."""
+
+VS_BEST = ("best", "tied", "worse", "n/a")
+"""Values of the ``vs_best`` column: the best setting (highest mean among those with at least 2
+seeds), not distinguishable from it, significantly below it, or not testable (fewer than 2 seeds)."""
 
 STATUSES = ("success", "failed", "cancelled")
 
@@ -158,6 +174,7 @@ REPORT_COLUMNS = (
     "metric",
     "final_train_loss",
     "device",
+    "eval_on",
 )
 """The subset of columns the report needs (reading fewer columns keeps large files fast)."""
 
@@ -185,6 +202,10 @@ COMPARISON_COLUMNS = (
     "train_time_s",
     "score_mean",
     "score_std",
+    "score_ci_low",
+    "score_ci_high",
+    "vs_best",
+    "p_vs_best",
     "metric",
     "final_train_loss",
     "baseline_setting",
@@ -226,11 +247,19 @@ SORT_ALIASES = {
     "std": "score_std",
     "seeds": "n_seeds",
     "delta": "score_delta",
+    "p": "p_vs_best",
+    "ci": "score_ci_low",
 }
 """Short names accepted by ``--sort`` besides the column names of :data:`COMPARISON_COLUMNS`."""
 
 NOTES = (
     "Score: mean ± sample standard deviation (ddof=1) over seeds; a setting with one seed has no std.",
+    f"{CI_LEVEL:.0%} CI: confidence interval of the mean score over seeds, mean ± t(n-1) · std / √n "
+    "(Student's t distribution); n/a with fewer than 2 seeds.",
+    f"vs best: each setting against the best setting of its model and task (the highest mean among "
+    f"settings with at least 2 seeds) by a {SIGNIFICANCE_TEST} at alpha={ALPHA:g}: 'tied' = not "
+    "distinguishable from the best, 'worse' = significantly below it (p-value shown), 'n/a' = fewer than "
+    "2 seeds; each test is separate (no correction for multiple comparisons).",
     "Runs are grouped when they differ only by seed (same model, task, method, method settings and lr).",
     "Peak memory: peak GPU memory allocated where measured (GPU), else peak process RSS (RSS).",
     "'vs full' columns compare with full fine-tuning on the same model and task (its best-scoring "
@@ -642,6 +671,7 @@ def comparison_table(df: pd.DataFrame, *, baseline_method: str = BASELINE_METHOD
     )
     table["setting"] = _labels(table["method_settings"], table["lr"])
     table = _add_relative(table, baseline_method)
+    table = significance(table)
     table["pareto"] = False
     for index in table.groupby(["model", "task"], sort=False).indices.values():
         sub = table.iloc[index]
@@ -655,6 +685,68 @@ def comparison_table(df: pd.DataFrame, *, baseline_method: str = BASELINE_METHOD
     table["n_seeds"] = table["n_seeds"].astype("int64")
     table = _default_order(table, baseline_method)
     return table.loc[:, list(COMPARISON_COLUMNS)].reset_index(drop=True)
+
+
+def significance(table: pd.DataFrame, *, alpha: float = ALPHA, level: float = CI_LEVEL) -> pd.DataFrame:
+    """Adds each setting's confidence interval and its comparison with the best setting.
+
+    Works from the per-setting summary alone (mean, sample std with ddof=1, number of seeds), so it
+    stays fast on large files. For each setting with ``n >= 2`` seeds the interval of the mean is
+    ``mean ± t_{(1+level)/2, n-1} · std / sqrt(n)`` (Student's t). Within each (model, task), the best
+    setting is the one with the highest mean among those with at least 2 seeds; every other such
+    setting is compared with it by a two-sided Welch t-test (unequal variances, Welch–Satterthwaite
+    degrees of freedom). Two settings whose scores are each constant over seeds (zero variance) get
+    p = 1 if their means are equal, else p = 0.
+
+    Args:
+        table: A table with ``model``, ``task``, ``n_seeds``, ``score_mean`` and ``score_std``.
+        alpha: Significance level; ``p >= alpha`` means not distinguishable from the best.
+        level: Confidence level of the intervals.
+
+    Returns:
+        The table with ``score_ci_low``, ``score_ci_high`` (NaN with fewer than 2 seeds),
+        ``vs_best`` (one of :data:`VS_BEST`) and ``p_vs_best`` (the Welch test's p-value; NaN for
+        the best setting itself and where there is no test).
+    """
+    table = table.copy()
+    n = table["n_seeds"].to_numpy(dtype="float64")
+    mean = table["score_mean"].to_numpy(dtype="float64")
+    std = table["score_std"].to_numpy(dtype="float64")
+    testable = (n >= 2) & np.isfinite(mean) & np.isfinite(std)
+    low = np.full(len(table), np.nan)
+    high = np.full(len(table), np.nan)
+    p_value = np.full(len(table), np.nan)
+    verdict = np.full(len(table), "n/a", dtype=object)
+    if testable.any():
+        from scipy import stats  # only when there is something to test: keeps the import light
+
+        half = stats.t.ppf(0.5 + level / 2, n[testable] - 1) * std[testable] / np.sqrt(n[testable])
+        low[testable] = mean[testable] - half
+        high[testable] = mean[testable] + half
+        best = np.full(len(table), -1)
+        for index in table.groupby(["model", "task"], sort=False).indices.values():
+            candidates = index[testable[index]]
+            if len(candidates):
+                # Highest mean; among equal means the one with more seeds, then the first.
+                order = np.lexsort((np.arange(len(candidates)), -n[candidates], -mean[candidates]))
+                best[index] = candidates[order[0]]
+        others = testable & (best >= 0) & (best != np.arange(len(table)))
+        b = best[others]
+        var_a, var_b = std[others] ** 2 / n[others], std[b] ** 2 / n[b]
+        se2 = var_a + var_b
+        diff = mean[others] - mean[b]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t_stat = diff / np.sqrt(se2)
+            df = se2**2 / (var_a**2 / (n[others] - 1) + var_b**2 / (n[b] - 1))
+            welch = 2 * stats.t.sf(np.abs(t_stat), df)
+        p_value[others] = np.where(se2 > 0, welch, np.where(diff == 0, 1.0, 0.0))
+        verdict[others] = np.where(p_value[others] >= alpha, "tied", "worse")
+        verdict[np.unique(best[best >= 0])] = "best"
+    table["score_ci_low"] = low
+    table["score_ci_high"] = high
+    table["vs_best"] = verdict.astype(str)
+    table["p_vs_best"] = p_value
+    return table
 
 
 def _join_seeds(seeds: pd.Series) -> str:
@@ -760,7 +852,7 @@ def human_bytes(value: Any) -> str:
     size = float(value)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(size) < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.3g} {unit}"
+            return f"{size:.0f} {unit}" if unit == "B" or size >= 999.5 else f"{size:.3g} {unit}"
         size /= 1024
     return f"{size:.3g} TiB"  # pragma: no cover - the loop always returns
 
@@ -805,6 +897,23 @@ def _rate(tokens: Any, samples: Any) -> str:
     return "-"
 
 
+def _ci_cell(low: Any, high: Any) -> str:
+    if _missing(low) or _missing(high):
+        return "n/a"
+    return f"[{float(low):.4f}, {float(high):.4f}]"
+
+
+def _vs_best_cell(verdict: Any, p_value: Any) -> str:
+    verdict = str(verdict) if not _missing(verdict) and str(verdict) else "n/a"
+    if verdict in ("tied", "worse") and not _missing(p_value):
+        return f"{verdict} (p={_p(p_value)})"
+    return verdict
+
+
+def _p(value: Any) -> str:
+    return f"{float(value):.2g}"
+
+
 def _score_cell(mean: Any, std: Any) -> str:
     if _missing(mean):
         return "-"
@@ -818,6 +927,8 @@ def _memory_cell(value: Any, kind: str) -> str:
     return text if text == "-" or not kind else f"{text} {kind}"
 
 
+CI_HEADER = f"{CI_LEVEL:.0%} CI"
+VS_BEST_HEADER = f"vs best (Welch t, α={ALPHA:g})"
 DISPLAY_HEADERS = (
     "Model",
     "Task",
@@ -829,6 +940,8 @@ DISPLAY_HEADERS = (
     "Peak memory",
     "Throughput",
     "Score (mean ± std)",
+    CI_HEADER,
+    VS_BEST_HEADER,
     "Seeds",
     "Params vs full",
     "Memory vs full",
@@ -843,6 +956,7 @@ _RIGHT = {
     "Peak memory",
     "Throughput",
     "Score (mean ± std)",
+    CI_HEADER,
     "Seeds",
     "Params vs full",
     "Memory vs full",
@@ -868,6 +982,8 @@ def display_rows(table: pd.DataFrame) -> list[list[str]]:
                 _memory_cell(rec["peak_mem_bytes"], rec["mem_kind"]),
                 _rate(rec["train_tokens_per_s"], rec["train_samples_per_s"]),
                 _score_cell(rec["score_mean"], rec["score_std"]),
+                _ci_cell(rec.get("score_ci_low"), rec.get("score_ci_high")),
+                _vs_best_cell(rec.get("vs_best"), rec.get("p_vs_best")),
                 str(rec["n_seeds"]),
                 _ratio(rec["params_ratio"]),
                 _ratio(rec["mem_ratio"]),
@@ -927,12 +1043,15 @@ class Report:
         failed: Failed and cancelled runs (:func:`failed_runs`), filtered.
         source: Where the runs came from (path of ``runs.csv``).
         n_runs: Number of runs read after filtering (all statuses).
+        n_search: Runs left out because they are search trials (``eval_on == "search"``: scored on
+            the search split, not on the reported evaluation split).
     """
 
     table: pd.DataFrame
     failed: pd.DataFrame
     source: str
     n_runs: int
+    n_search: int = 0
 
 
 def _as_list(values: str | Sequence[str] | None) -> list[str] | None:
@@ -964,10 +1083,13 @@ def build_report(
     sort: str | None = None,
     descending: bool = False,
     baseline_method: str = BASELINE_METHOD,
+    include_search: bool = False,
 ) -> Report:
     """Loads, filters, aggregates and sorts the runs of a results directory.
 
-    Model, task and sweep filters apply before aggregation. The method filter applies after it,
+    Search trials (runs with ``eval_on == "search"``, scored on the search split that a learning-rate
+    search tunes on) are left out unless ``include_search``: their scores are not comparable with
+    scores on the evaluation split. Model, task and sweep filters apply before aggregation. The method filter applies after it,
     so that the relative columns can still use the full fine-tuning baseline.
 
     Args:
@@ -979,11 +1101,18 @@ def build_report(
         sort: Column (or alias, see :data:`SORT_ALIASES`) to sort by; default order otherwise.
         descending: Sort in descending order.
         baseline_method: Method the relative columns compare with.
+        include_search: Keep the search trials too.
 
     Returns:
         The :class:`Report`.
     """
     runs = load_runs(results_dir, columns=REPORT_COLUMNS)
+    n_search = 0
+    if not include_search:
+        search = (runs["eval_on"] == "search").to_numpy()
+        n_search = int(search.sum())
+        if n_search:
+            runs = runs[~search]
     for column, values in (("model", models), ("task", tasks), ("sweep_id", sweeps)):
         chosen = _as_list(values)
         if chosen is not None:
@@ -999,7 +1128,9 @@ def build_report(
         table = table.sort_values(
             column, ascending=not descending, kind="mergesort", na_position="last"
         ).reset_index(drop=True)
-    return Report(table=table, failed=failed, source=str(_runs_path(results_dir)), n_runs=len(runs))
+    return Report(
+        table=table, failed=failed, source=str(_runs_path(results_dir)), n_runs=len(runs), n_search=n_search
+    )
 
 
 def _text_grid(headers: Sequence[str], rows: list[list[str]], right: set[str] | None = None) -> str:
@@ -1021,9 +1152,15 @@ def _text_grid(headers: Sequence[str], rows: list[list[str]], right: set[str] | 
 
 def _summary_line(report: Report) -> str:
     ok = report.n_runs - len(report.failed)
+    search = (
+        f" {report.n_search} search trial(s) (scored on the search split) left out; --include-search "
+        "shows them."
+        if report.n_search
+        else ""
+    )
     return (
         f"{report.source}: {report.n_runs} run(s), {ok} successful, {len(report.failed)} failed or "
-        f"cancelled; {len(report.table)} setting(s)."
+        f"cancelled; {len(report.table)} setting(s).{search}"
     )
 
 
@@ -1103,6 +1240,9 @@ _LATEX_SPECIAL = {
     "~": r"\textasciitilde{}",
     "^": r"\textasciicircum{}",
     "±": r"$\pm$",
+    "α": r"$\alpha$",
+    "√": r"$\surd$",
+    "·": r"$\cdot$",
     "×": r"$\times$",
     "Δ": r"$\Delta$",
     "…": r"\ldots{}",
@@ -1402,6 +1542,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--plots-dir", metavar="DIR", help="also write the plots as PNG files into DIR")
     parser.add_argument("--no-plots", action="store_true", help="leave the plots out of the HTML page")
     parser.add_argument("--baseline", default=BASELINE_METHOD, help="method to compare with (default: full)")
+    parser.add_argument(
+        "--include-search",
+        action="store_true",
+        help="also compare the trials of learning-rate searches (scored on the search split)",
+    )
     return parser
 
 
@@ -1431,6 +1576,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sort=args.sort,
             descending=args.desc,
             baseline_method=args.baseline,
+            include_search=args.include_search,
         )
     except FileNotFoundError as error:
         print(f"peftbench-report: {error}", file=sys.stderr)

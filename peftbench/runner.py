@@ -80,13 +80,13 @@ def run(cfg: DictConfig, sweep_id: str = "") -> RunRecord:
         describe(record, config)
         checked = validate(cfg)  # every bad value is refused here, before any work
         device = pick_device(checked.run.device)
-        record.lr, record.device = checked.lr, str(device)
+        record.lr, record.device, record.eval_on = checked.lr, str(device), checked.run.eval_on
         quiet_libraries(checked.run.verbose)
         seed_everything(checked.run.seed)
         memory = MemoryMeter(device)
         memory.start()
         model, tokenizer = build_model(checked, device, record)
-        data = load_task(checked.run.task, tokenizer, checked.run.train)
+        data = load_task(checked.run.task, tokenizer, checked.run.train, eval_on=checked.run.eval_on)
         before = [(0, evaluate(model, tokenizer, data, checked, device)[0])] if checked.run.train.eval_at_start else []
         stats = train(model, tokenizer, data, checked, device)
         stats.eval_curve[:0] = before  # the zero-shot score, as step 0
@@ -284,7 +284,7 @@ def score(record: RunRecord, model: nn.Module, tokenizer, data: TaskData, checke
     record.score, record.eval_samples_per_s, scores = evaluate(model, tokenizer, data, checked, device)
     for split in data.extra_evals:
         scores |= {f"{split}/{k}": v for k, v in evaluate(model, tokenizer, data, checked, device, split)[2].items()}
-    record.metric, record.metrics_json = data.metric, json.dumps(scores)
+    record.metric, record.metrics_json, record.scored_on = data.metric, json.dumps(scores), data.scored_on
 
 
 def fill_measurements(record: RunRecord, stats: TrainStats, memory: MemoryMeter, checked: Validated) -> None:

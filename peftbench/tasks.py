@@ -40,6 +40,7 @@ class TaskData:
         kind: the task's kind, bound to its config.
         extra_metrics: more metrics computed on the same predictions.
         extra_evals: more evaluation splits by name (MNLI's mismatched validation set).
+        scored_on: what ``eval`` is: the eval split's name, or the search slice of the train split.
     """
 
     train: Any
@@ -48,6 +49,7 @@ class TaskData:
     kind: TaskKind
     extra_metrics: list[str] = field(default_factory=list)
     extra_evals: dict[str, Any] = field(default_factory=dict)
+    scored_on: str = ""
 
     def score(self, predictions: list, references: list) -> tuple[float, dict[str, float]]:
         """Computes every metric; returns ``(main score, {name: value} of all values)``.
@@ -259,15 +261,25 @@ def parse_labels(dataset: Any, cfg: TaskConfig, where: str) -> Any:
     return dataset.remove_columns(cfg.label_column).add_column(cfg.label_column, parsed)
 
 
-def load_task(cfg: TaskConfig, tokenizer: Any, train: TrainConfig) -> TaskData:
-    """Loads, checks and tokenizes a task's splits (evaluation capped at ``train.eval_size``)."""
+def load_task(cfg: TaskConfig, tokenizer: Any, train: TrainConfig, eval_on: str = "eval") -> TaskData:
+    """Loads, checks and tokenizes a task's splits (evaluation capped at ``train.eval_size``).
+
+    With ``eval_on="search"`` a seeded ``cfg.search_fraction`` of the training split is held out and
+    scored instead of ``cfg.eval_split``, which is then not used at all.
+    """
     splits = {}
     for split, (dataset, where) in load_splits(cfg).items():
         check_columns(dataset, cfg, where)
-        dataset = parse_labels(dataset, cfg, where)
+        splits[split] = parse_labels(dataset, cfg, where)
+    scored_on, eval_split, extra_evals = cfg.eval_split, cfg.eval_split, list(cfg.extra_eval_splits)
+    if eval_on == "search":
+        held = splits[cfg.train_split].train_test_split(test_size=cfg.search_fraction, seed=cfg.split_seed)
+        splits[cfg.train_split], splits["search"] = held["train"], held["test"]
+        eval_split, extra_evals = "search", []
+        scored_on = f"search: {cfg.search_fraction:g} of {cfg.train_split} (seed {cfg.split_seed})"
+    for split, dataset in splits.items():
         if split != cfg.train_split and train.eval_size is not None and len(dataset) > train.eval_size:
-            dataset = dataset.select(range(train.eval_size))
-        splits[split] = dataset
+            splits[split] = dataset.select(range(train.eval_size))
 
     kind = make_kind(cfg)
 
@@ -277,6 +289,6 @@ def load_task(cfg: TaskConfig, tokenizer: Any, train: TrainConfig) -> TaskData:
         return dataset.map(lambda batch: kind.tokenize(batch, cfg, tokenizer, train.max_seq_length, split=role),
                            batched=True, remove_columns=dataset.column_names)
 
-    return TaskData(train=prepare(cfg.train_split), eval=prepare(cfg.eval_split), metric=cfg.metric, kind=kind,
-                    extra_metrics=list(cfg.extra_metrics),
-                    extra_evals={s: prepare(s) for s in cfg.extra_eval_splits})
+    return TaskData(train=prepare(cfg.train_split), eval=prepare(eval_split), metric=cfg.metric, kind=kind,
+                    extra_metrics=list(cfg.extra_metrics), extra_evals={s: prepare(s) for s in extra_evals},
+                    scored_on=scored_on)

@@ -1,0 +1,85 @@
+"""Learning-rate search with the Optuna sweeper (conf/hydra/sweeper/lr_search.yaml), through the real CLI."""
+
+from __future__ import annotations
+
+import csv
+import math
+import shlex
+
+import pytest
+import yaml
+
+from peftbench import best
+from peftbench.__main__ import FAILED_TRIAL_SCORE, sweep_objective
+from tests.conftest import run_cli
+from tests.test_e2e import FAST
+
+QUICK = [*FAST, "train.latency_batches=0", "wandb.mode=disabled"]
+
+
+def _rows(results):
+    return list(csv.DictReader(open(results / "runs.csv")))
+
+
+def _optuna_results(results):
+    (path,) = results.glob("hydra/*/optimization_results.yaml")
+    return yaml.safe_load(path.read_text())
+
+
+def test_sweep_objective_reports_a_failed_run_as_the_worst_score():
+    assert sweep_objective(0.75) == 0.75
+    assert sweep_objective("0.5") == 0.5
+    for failed in (None, "", math.nan, math.inf):
+        assert sweep_objective(failed) == FAILED_TRIAL_SCORE == -math.inf
+
+
+def test_search_records_every_trial_and_picks_the_best_row(tiny_bert_dir, tmp_path):
+    results = tmp_path / "results"
+    proc = run_cli(["hydra/sweeper=lr_search", "hydra.sweeper.n_trials=3", f"model.name={tiny_bert_dir}",
+                    f"results_dir={results}", *QUICK, "-m"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = _rows(results)
+    assert len(rows) == 3 and all(r["status"] == "success" for r in rows)
+    assert len({r["sweep_id"] for r in rows}) == 1  # every trial is tagged with its search
+    lrs = [float(r["lr"]) for r in rows]
+    assert len(set(lrs)) == 3 and all(1e-5 <= lr <= 1e-1 for lr in lrs)  # drawn from the log interval
+    scores = [float(r["score"]) for r in rows]
+
+    # Optuna's own record of the best trial is the row with the highest score.
+    found = _optuna_results(results)
+    assert found["best_value"] == pytest.approx(max(scores))
+    best_lr = found["best_params"]["train.lr"]
+    (best_row,) = [r for r in rows if float(r["lr"]) == pytest.approx(best_lr, rel=1e-12)]
+    assert float(best_row["score"]) == max(scores)
+
+    # The rerun of the best setting over seeds: printed at the end of the search and by peftbench.best.
+    (setting,) = best.best_settings(results)
+    assert setting.method == "lora" and setting.n_trials == 3 and setting.n_failed == 0
+    assert setting.score == max(scores) and setting.params["train.lr"] == pytest.approx(best_lr, rel=1e-12)
+    command = best.rerun_command(setting, "0,1,2")
+    assert command[:3] == ["python", "-m", "peftbench"] and command[-2:] == ["seed=0,1,2", "-m"]
+    assert f"model.name={tiny_bert_dir}" in command and f"results_dir={results}" in command
+    assert "train.steps=6" in command
+    assert [c for c in command if c.startswith("train.lr=")] == [f"train.lr={setting.params['train.lr']!r}"]
+    assert not any(c.startswith(("hydra/sweeper", "hydra.sweeper", "eval_on", "seed=0 ")) for c in command)
+    assert shlex.join(command) in proc.stdout
+
+
+def test_a_failed_trial_does_not_stop_the_search(tiny_bert_dir, tmp_path, capsys):
+    # The grid visits both values; a negative learning rate is refused, so that trial's run fails.
+    results = tmp_path / "results"
+    proc = run_cli(["hydra/sweeper=lr_search", "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=2",
+                    "train.lr=choice(-1.0,0.001)", f"model.name={tiny_bert_dir}",
+                    f"results_dir={results}", *QUICK, "-m"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr  # a search expects some trials to fail
+    rows = _rows(results)
+    assert sorted(r["status"] for r in rows) == ["failed", "success"]
+    assert "did not succeed" in proc.stderr
+    found = _optuna_results(results)
+    assert found["best_params"]["train.lr"] == 0.001
+    (ok,) = [r for r in rows if r["status"] == "success"]
+    assert found["best_value"] == pytest.approx(float(ok["score"]))
+
+    assert best.main([str(results), "--seeds", "0,1"]) == 0
+    out = capsys.readouterr().out
+    assert "best of 2 trial(s) (1 failed)" in out and "train.lr=0.001 " in out and "seed=0,1 -m" in out
