@@ -44,6 +44,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from peftbench.record import CSV_COLUMNS
+
 __all__ = [
     "BASELINE_METHOD",
     "COMPARISON_COLUMNS",
@@ -107,46 +109,7 @@ FLOAT_COLUMNS = (
 DATETIME_COLUMNS = ("started_at", "finished_at")
 BOOL_COLUMNS = ("git_dirty",)
 
-RUN_COLUMNS = (
-    "run_id",
-    "run_key",
-    "sweep_id",
-    "status",
-    "error",
-    "started_at",
-    "finished_at",
-    "method",
-    "model",
-    "task",
-    "seed",
-    "rank",
-    "lr",
-    "method_settings",
-    "trainable_params",
-    "total_params",
-    "trainable_pct",
-    "peak_gpu_mem_bytes",
-    "peak_gpu_reserved_bytes",
-    "peak_rss_bytes",
-    "train_samples_per_s",
-    "train_tokens_per_s",
-    "train_time_s",
-    "train_steps",
-    "eval_samples_per_s",
-    "score",
-    "metric",
-    "final_train_loss",
-    "device",
-    "device_name",
-    "num_threads",
-    "python_version",
-    "torch_version",
-    "transformers_version",
-    "git_sha",
-    "git_dirty",
-    "hostname",
-    "config_json",
-)
+RUN_COLUMNS = tuple(CSV_COLUMNS)
 """The columns the harness writes, in order. Older files may lack some; newer ones may add more."""
 
 REPORT_COLUMNS = (
