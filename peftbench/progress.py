@@ -7,7 +7,7 @@ import time
 
 
 class Progress:
-    """Shows step, loss and throughput; on a non-terminal prints about ten lines per phase."""
+    """Shows step, loss and throughput; on a non-terminal prints a few lines per phase."""
 
     def __init__(self, total: int, phase: str) -> None:
         self.total, self.phase = total, phase
@@ -29,7 +29,7 @@ class Progress:
             rate = step / max(time.perf_counter() - self.started, 1e-9)
             extras = " ".join(f"{k}={v}" for k, v in shown.items())
             print(f"[{self.phase}] step {step}/{self.total} {extras} ({rate:.1f} steps/s)", file=sys.stderr, flush=True)
-            self._next_line = step + max(1, self.total // 10)
+            self._next_line = step + max(1, self.total // (10 if self.phase == "train" else 2))
 
     def close(self) -> None:
         if self.bar is not None:

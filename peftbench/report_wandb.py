@@ -110,7 +110,7 @@ def log_sweep_to_wandb(
         name=f"report-{sweep_id}",
         config={"sweep_id": str(sweep_id), "n_runs": n_runs, "n_failed": len(failed)},
         reinit="create_new",
-        settings=wandb.Settings(console="off"),
+        settings=wandb.Settings(console="off", silent=True),
     )
     try:
         comparison = wandb.Table(columns=list(WANDB_TABLE_COLUMNS), data=_rows(table, WANDB_TABLE_COLUMNS))

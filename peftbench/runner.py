@@ -91,9 +91,9 @@ def run(cfg: DictConfig, sweep_id: str = "") -> RunRecord:
         stats = train(model, tokenizer, data, checked, device)
         stats.eval_curve[:0] = before  # the zero-shot score, as step 0
         score(record, model, tokenizer, data, checked, device)
-        fill_measurements(record, stats, memory, checked)
         measure_inference(record, model, tokenizer, data, checked, device)
         record.checkpoint_bytes = len(safetensors_bytes(method_state(model, checked.method_name)))
+        fill_measurements(record, stats, memory, checked)  # the memory peak covers all of the above
         del model
     except KeyboardInterrupt as err:
         record.fail(err, status="cancelled")
