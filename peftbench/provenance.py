@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import platform
 import socket
 import subprocess
 import sys
@@ -25,17 +24,6 @@ def git_state(repo: Path = SOURCE_DIR) -> tuple[str, bool | None]:
     except (OSError, subprocess.SubprocessError):
         return "", None
     return sha, dirty
-
-
-def versions() -> dict[str, str]:
-    import torch
-    import transformers
-
-    return {
-        "python_version": platform.python_version(),
-        "torch_version": torch.__version__,
-        "transformers_version": transformers.__version__,
-    }
 
 
 def package_versions() -> dict[str, str]:

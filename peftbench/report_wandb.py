@@ -17,37 +17,14 @@ from typing import Any
 
 import pandas as pd
 
-from peftbench.report import comparison_table, failed_runs
+from peftbench.report import COMPARISON_COLUMNS, comparison_table, failed_runs
 
 __all__ = ["WANDB_TABLE_COLUMNS", "log_sweep_to_wandb"]
 
-WANDB_TABLE_COLUMNS = (
-    "model",
-    "task",
-    "method",
-    "setting",
-    "rank",
-    "lr",
-    "n_seeds",
-    "seeds",
-    "n_failed",
-    "trainable_params",
-    "total_params",
-    "trainable_pct",
-    "peak_mem_bytes",
-    "mem_kind",
-    "train_samples_per_s",
-    "train_tokens_per_s",
-    "train_time_s",
-    "score_mean",
-    "score_std",
-    "metric",
-    "params_ratio",
-    "mem_ratio",
-    "throughput_ratio",
-    "score_delta",
-    "pareto",
-)
+# The comparison table's columns, less the long or derived ones a wandb table panel has no use for.
+_NOT_LOGGED = ("method_settings", "score_ci_low", "score_ci_high", "vs_best", "p_vs_best", "final_train_loss",
+               "baseline_setting")
+WANDB_TABLE_COLUMNS = tuple(c for c in COMPARISON_COLUMNS if c not in _NOT_LOGGED)
 """Columns of the ``comparison`` table logged to wandb (a subset of the report's columns)."""
 
 _FAILED_COLUMNS = ("run_id", "status", "model", "task", "method", "setting", "seed", "error")

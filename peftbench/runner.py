@@ -118,10 +118,11 @@ def describe(record: RunRecord, config: dict[str, Any]) -> None:
     record.run_key = run_key(config)
     record.config_json = json.dumps(config, sort_keys=True, default=str)
     record.git_sha, record.git_dirty = provenance.git_state()
-    for key, value in provenance.versions().items():
-        setattr(record, key, value)
+    packages = provenance.package_versions()
+    record.package_versions = json.dumps(packages, sort_keys=True)
+    record.python_version, record.torch_version = packages["python"], packages["torch"]
+    record.transformers_version = packages["transformers"]
     record.hostname = provenance.hostname()
-    record.package_versions = json.dumps(provenance.package_versions(), sort_keys=True)
     record.num_threads = torch.get_num_threads()
 
 
