@@ -1,6 +1,6 @@
 """Harness overhead: peftbench's training loop against a bare PyTorch loop on the same model and batches.
 
-Both loops do the same work per step (collate a batch from the same seeded DataLoader, forward,
+Both loops do the same work per step (collate a batch from the same planned batches, forward,
 backward, gradient clipping, AdamW step, scheduler step) on identical models and the same sequence
 of batches; peftbench adds its throughput meter,
 loss bookkeeping and progress. Each is timed over the same steps after the same warm-up, several
@@ -59,6 +59,7 @@ def main() -> None:
     import torch
 
     from peftbench import runner
+    from peftbench.budget import BatchPlan
     from peftbench.measure import synchronize
     from peftbench.record import RunRecord
     from peftbench.tasks import load_task
@@ -75,12 +76,16 @@ def main() -> None:
     ours, bare = [], []
     for _ in range(args.repeats):
         model = copy.deepcopy(base)
-        loader = runner.make_loader(data.train, data.kind.collator(tokenizer), checked.run.train.batch_size, shuffle=True,
-                                    seed=checked.run.seed)  # the same seeded order as peftbench's loop
+        lengths = [len(ids) for ids in data.train["input_ids"]]
+        plan = BatchPlan(lengths, checked.run.train.batch_size, *checked.budget, seed=checked.run.seed)
+        loader = torch.utils.data.DataLoader(data.train.with_format("python"), batch_sampler=plan,
+                                             collate_fn=data.kind.collator(tokenizer))  # peftbench's batches
         bare.append(bare_loop(model, loader, args.steps, checked.lr, checked.run.train.max_grad_norm, warmup,
                               device, synchronize))
         model = copy.deepcopy(base)
-        ours.append(runner.train(model, tokenizer, data, checked, device).meter.samples_per_s)
+        stats = runner.TrainStats()
+        runner.train(model, tokenizer, data, checked, device, stats)
+        ours.append(stats.meter.samples_per_s)
     print(f"model {checked.run.model.name}, method {args.method}, {args.steps} steps x "
           f"{checked.run.train.batch_size}, device {device}, {torch.get_num_threads()} threads")
     print(f"bare loop samples/s: {', '.join(f'{v:.1f}' for v in bare)}")

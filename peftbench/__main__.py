@@ -75,9 +75,14 @@ def hydra_main(cfg: DictConfig) -> float | None:
 NESTED = {"train": TrainConfig, "wandb": WandbConfig}
 
 
+# Config groups that set keys of other nodes (``budget=tokens`` sets ``train.*``) and are no key themselves.
+GLOBAL_GROUPS = tuple(sorted(p.name for p in (Path(__file__).parent.parent / "conf").iterdir()
+                             if p.is_dir() and p.name not in {f.name for f in fields(RunConfig)} | {"hydra"}))
+
+
 def check_override_keys(args: list[str]) -> str | None:
     """An error message for a ``key=value`` argument whose key does not exist, else None."""
-    top_keys = [f.name for f in fields(RunConfig)]
+    top_keys = [f.name for f in fields(RunConfig)] + list(GLOBAL_GROUPS)
     for arg in args:
         if arg.startswith(("-", "+", "~")) or "=" not in arg:
             continue

@@ -19,6 +19,8 @@ import methods
 from peftbench.errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+BUDGET_UNITS = ("steps", "epochs", "samples", "tokens")
+SCHEDULES = ("linear", "cosine", "constant")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 
 
@@ -26,13 +28,28 @@ WANDB_MODES = ("auto", "online", "offline", "disabled")
 class TrainConfig:
     """The training budget and optimizer settings.
 
+    The budget is exactly one of ``steps``, ``epochs``, ``samples`` and ``tokens`` (the others
+    null; ``budget=samples`` or ``budget=tokens`` on the command line switches the unit). Samples
+    and tokens are counted as they are trained on, the last batch cut at the example that reaches
+    the budget, so every method of a comparison sees the same examples whatever its batch size.
+
     Attributes:
-        steps: optimizer steps; set it or ``epochs`` (the other null).
-        epochs: passes over the training split, if ``steps`` is null.
+        steps: optimizer steps.
+        epochs: passes over the training split (a fraction is allowed).
+        samples: training examples (an example seen twice counts twice).
+        tokens: non-padding input tokens (``attention_mask`` ones; the throughput's tokens).
         batch_size: training examples per step.
         lr: AdamW learning rate; null takes the method's recommended ``method.lr``.
         weight_decay: AdamW weight decay.
-        warmup_ratio: fraction of the steps with a linear learning-rate warm-up (then linear decay).
+        warmup_ratio: fraction of the steps with a linear learning-rate warm-up; null takes the
+            method's ``method.warmup_ratio``.
+        schedule: the learning rate after the warm-up: ``linear`` (decays to 0 at the end of the
+            budget), ``cosine`` (to 0, half a cosine) or ``constant``; null takes the method's
+            ``method.schedule``.
+        early_stopping_patience: stop when the score of ``eval_every`` evaluations has not improved
+            by more than ``early_stopping_min_delta`` this many times in a row (null: never stop
+            before the budget). The run is recorded as ``stopped_early``.
+        early_stopping_min_delta: the least gain that counts as an improvement.
         max_grad_norm: gradient clipping norm; 0 disables clipping.
         max_seq_length: tokens per example after truncation (batches pad to their longest).
         eval_size: at most this many validation examples are scored; null scores all.
@@ -50,10 +67,15 @@ class TrainConfig:
 
     steps: int | None = 150
     epochs: float | None = None
+    samples: int | None = None
+    tokens: int | None = None
     batch_size: int = 32
     lr: float | None = None
     weight_decay: float = 0.0
-    warmup_ratio: float = 0.06
+    warmup_ratio: float | None = None
+    schedule: str | None = None
+    early_stopping_patience: int | None = None
+    early_stopping_min_delta: float = 0.0
     max_grad_norm: float = 1.0
     max_seq_length: int = 128
     eval_size: int | None = 2000
@@ -66,14 +88,28 @@ class TrainConfig:
     eval_at_start: bool = False
 
     def __post_init__(self) -> None:
-        if (self.steps is None) == (self.epochs is None):
+        chosen = {unit: getattr(self, unit) for unit in BUDGET_UNITS if getattr(self, unit) is not None}
+        if len(chosen) != 1:
+            given = ", ".join(f"train.{unit}={value}" for unit, value in chosen.items()) or "none"
             raise ConfigError(
-                f"train.steps={self.steps} and train.epochs={self.epochs}: set exactly one of them "
-                "(for example train.steps=150 or train.steps=null train.epochs=3)"
+                f"the training budget must be exactly one of train.steps, train.epochs, train.samples "
+                f"and train.tokens (the others null), got {given}. Pick the unit with budget=<unit> "
+                "and set its amount, for example `budget=tokens train.tokens=500000`, `budget=samples "
+                "train.samples=20000` or `budget=epochs train.epochs=3`"
             )
-        _positive(self.steps, "train.steps", allow_none=True)
-        if self.epochs is not None and self.epochs <= 0:
+        for unit in ("steps", "samples", "tokens"):
+            _positive(getattr(self, unit), f"train.{unit}", allow_none=True)
+        if self.epochs is not None and not self.epochs > 0:
             raise ConfigError(f"train.epochs must be positive, got {self.epochs}")
+        _positive(self.early_stopping_patience, "train.early_stopping_patience", allow_none=True)
+        if self.early_stopping_patience is not None and self.eval_every is None:
+            raise ConfigError(
+                f"train.early_stopping_patience={self.early_stopping_patience} needs evaluations during "
+                "training to watch: set train.eval_every (for example train.eval_every=50)"
+            )
+        if self.early_stopping_min_delta < 0:
+            raise ConfigError(f"train.early_stopping_min_delta must be >= 0, got {self.early_stopping_min_delta}")
+        check_schedule(self.warmup_ratio, self.schedule, "train", allow_none=True)
         for key in ("batch_size", "max_seq_length", "eval_batch_size", "log_every"):
             _positive(getattr(self, key), f"train.{key}")
         _positive(self.eval_size, "train.eval_size", allow_none=True)
@@ -82,8 +118,6 @@ class TrainConfig:
             raise ConfigError(f"train.latency_batches must be >= 0, got {self.latency_batches}")
         if self.lr is not None and not self.lr > 0:
             raise ConfigError(f"train.lr must be a positive number (or null for the method's), got {self.lr}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.measure_warmup_steps < 0:
             raise ConfigError(f"train.measure_warmup_steps must be >= 0, got {self.measure_warmup_steps}")
         if self.precision not in PRECISIONS:
@@ -305,6 +339,14 @@ class RunConfig:
             raise ConfigError(f"device={self.device!r} is not one of auto, cpu, cuda, cuda:N")
 
 
+def check_schedule(warmup_ratio: float | None, schedule: str | None, node: str, allow_none: bool = False) -> None:
+    """Refuses a warm-up ratio outside [0, 1) and an unknown schedule name."""
+    if not (warmup_ratio is None and allow_none) and not (warmup_ratio is not None and 0 <= warmup_ratio < 1):
+        raise ConfigError(f"{node}.warmup_ratio must be in [0, 1), got {warmup_ratio}")
+    if not (schedule is None and allow_none) and schedule not in SCHEDULES:
+        raise ConfigError(f"{node}.schedule={schedule!r} is not one of {', '.join(SCHEDULES)}")
+
+
 def _positive(value: Any, key: str, allow_none: bool = False, hint: str = "") -> None:
     if value is None and allow_none:
         return
@@ -312,11 +354,22 @@ def _positive(value: Any, key: str, allow_none: bool = False, hint: str = "") ->
         raise ConfigError(f"{key} must be a positive integer{hint}, got {value!r}")
 
 
+# Keys of ``method=<name>`` that are training recipe, not the method's own settings: the
+# recommended learning rate, warm-up and schedule for this method (used where ``train.*`` is null).
+RECIPE_KEYS = ("name", "lr", "warmup_ratio", "schedule")
+
+
 def method_schema(spec: methods.MethodSpec) -> type:
-    """The structured config of ``method=<name>``: the method's own dataclass plus ``name`` and ``lr``."""
+    """The structured config of ``method=<name>``: the method's own dataclass plus its recipe
+    (``name``, ``lr``, ``warmup_ratio``, ``schedule``)."""
     return dataclasses.make_dataclass(
         f"{spec.config_cls.__name__}Schema",
-        [("name", str, field(default=spec.name)), ("lr", float, field(default=1e-4))],
+        [
+            ("name", str, field(default=spec.name)),
+            ("lr", float, field(default=1e-4)),
+            ("warmup_ratio", float, field(default=0.06)),
+            ("schedule", str, field(default="linear")),
+        ],
         bases=(spec.config_cls,),
     )
 
@@ -339,10 +392,27 @@ class Validated:
     method_name: str
     method_lr: float
     method_settings: dict[str, Any]
+    method_warmup_ratio: float = 0.06
+    method_schedule: str = "linear"
 
     @property
     def lr(self) -> float:
         return self.run.train.lr if self.run.train.lr is not None else self.method_lr
+
+    @property
+    def warmup_ratio(self) -> float:
+        t = self.run.train
+        return t.warmup_ratio if t.warmup_ratio is not None else self.method_warmup_ratio
+
+    @property
+    def schedule(self) -> str:
+        return self.run.train.schedule if self.run.train.schedule is not None else self.method_schedule
+
+    @property
+    def budget(self) -> tuple[str, float]:
+        """The training budget as ``(unit, amount)``: ``("tokens", 500000)``."""
+        t = self.run.train
+        return next((unit, getattr(t, unit)) for unit in BUDGET_UNITS if getattr(t, unit) is not None)
 
 
 def validate(cfg: DictConfig) -> Validated:
@@ -356,4 +426,8 @@ def validate(cfg: DictConfig) -> Validated:
     method = run.method
     spec = methods.get_method(method.name)
     settings = {f.name: getattr(method, f.name) for f in dataclasses.fields(spec.config_cls)}
-    return Validated(run=run, method_name=spec.name, method_lr=method.lr, method_settings=settings)
+    check_schedule(method.warmup_ratio, method.schedule, "method")
+    if not method.lr > 0:
+        raise ConfigError(f"method.lr must be a positive number, got {method.lr}")
+    return Validated(run=run, method_name=spec.name, method_lr=method.lr, method_settings=settings,
+                     method_warmup_ratio=method.warmup_ratio, method_schedule=method.schedule)

@@ -28,6 +28,7 @@ class RunRecord:
 
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     run_key: str = ""
+    setting_key: str = ""  # run_key without the seed: runs with equal setting_key are seeds of one setting
     sweep_id: str = ""
     status: str = "running"
     error: str = ""
@@ -49,7 +50,16 @@ class RunRecord:
     train_samples_per_s: float | None = None
     train_tokens_per_s: float | None = None
     train_time_s: float | None = None
-    train_steps: int | None = None
+    budget_unit: str = ""  # what the training budget counts: steps, epochs, samples or tokens
+    budget: float | None = None  # how many of budget_unit (train.steps, .epochs, .samples or .tokens)
+    budget_steps: int | None = None  # the optimizer steps the budget works out to (the schedule's length)
+    train_steps: int | None = None  # optimizer steps taken (fewer than budget_steps if it stopped early)
+    train_samples: int | None = None  # training examples seen
+    train_tokens: int | None = None  # non-padding input tokens seen
+    stopped_early: bool | None = None  # training ended before its budget was spent
+    stop_reason: str = ""  # why it stopped early: early_stopping, failed or cancelled
+    schedule: str = ""  # learning-rate schedule after the warm-up: linear, cosine or constant
+    warmup_ratio: float | None = None  # share of budget_steps with a linear warm-up
     eval_samples_per_s: float | None = None
     score: float | None = None
     metric: str = ""

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow.compute
 import torch
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import save as safetensors_bytes
@@ -31,7 +32,8 @@ from peftbench.api import (
     method_state,
     unmerge_method,
 )
-from peftbench.config import Validated, validate
+from peftbench.budget import BatchPlan
+from peftbench.config import RECIPE_KEYS, Validated, validate
 from peftbench.errors import ConfigError
 from peftbench.measure import (
     MemoryMeter,
@@ -75,21 +77,24 @@ def run(cfg: DictConfig, sweep_id: str = "") -> RunRecord:
     config = OmegaConf.to_container(cfg, resolve=False)
     results_dir = Path(str(cfg.get("results_dir", "results")))
     device = torch.device("cpu")
+    stats = TrainStats()
     try:
         config = OmegaConf.to_container(cfg, resolve=True)
         describe(record, config)
         checked = validate(cfg)  # every bad value is refused here, before any work
         device = pick_device(checked.run.device)
         record.lr, record.device, record.eval_on = checked.lr, str(device), checked.run.eval_on
+        record.schedule, record.warmup_ratio = checked.schedule, checked.warmup_ratio
+        record.budget_unit, record.budget = checked.budget
         quiet_libraries(checked.run.verbose)
         seed_everything(checked.run.seed)
         memory = MemoryMeter(device)
         memory.start()
         model, tokenizer = build_model(checked, device, record)
         data = load_task(checked.run.task, tokenizer, checked.run.train, eval_on=checked.run.eval_on)
-        before = [(0, evaluate(model, tokenizer, data, checked, device)[0])] if checked.run.train.eval_at_start else []
-        stats = train(model, tokenizer, data, checked, device)
-        stats.eval_curve[:0] = before  # the zero-shot score, as step 0
+        if checked.run.train.eval_at_start:  # the zero-shot score, as step 0 of the evaluation curve
+            stats.eval_curve.append((0, evaluate(model, tokenizer, data, checked, device)[0]))
+        train(model, tokenizer, data, checked, device, stats)
         score(record, model, tokenizer, data, checked, device)
         measure_inference(record, model, tokenizer, data, checked, device)
         record.checkpoint_bytes = len(safetensors_bytes(method_state(model, checked.method_name)))
@@ -101,6 +106,7 @@ def run(cfg: DictConfig, sweep_id: str = "") -> RunRecord:
     except Exception as err:
         record.fail(err)
     finally:
+        fill_progress(record, stats)
         record.close()
         save_record(record, results_dir, config, config.get("wandb") or {})
         release_device_memory(device)
@@ -113,9 +119,10 @@ def describe(record: RunRecord, config: dict[str, Any]) -> None:
     record.method, record.model, record.task = method.get("name", ""), model.get("name", ""), task.get("name", "")
     record.seed = config.get("seed")
     record.rank = config.get("rank") if "rank" in method else None
-    settings = {k: v for k, v in method.items() if k not in ("name", "lr")}
+    settings = {k: v for k, v in method.items() if k not in RECIPE_KEYS}
     record.method_settings = json.dumps(settings, sort_keys=True, separators=(",", ":"))
     record.run_key = run_key(config)
+    record.setting_key = run_key({k: v for k, v in config.items() if k != "seed"})
     record.config_json = json.dumps(config, sort_keys=True, default=str)
     record.git_sha, record.git_dirty = provenance.git_state()
     packages = provenance.package_versions()
@@ -194,33 +201,42 @@ def batches(loader, total_steps: int):
 
 @dataclass
 class TrainStats:
-    steps: int
-    wall_s: float
-    meter: ThroughputMeter
+    """How far training went; filled while it runs, so a failed run still tells where it stopped."""
+
+    budget_steps: int | None = None
+    steps: int = 0
+    samples: int = 0
+    tokens: int = 0
+    stop_reason: str = ""
+    wall_s: float = 0.0
+    meter: ThroughputMeter | None = None
     loss_curve: list[tuple[int, float]] = field(default_factory=list)
     eval_curve: list[tuple[int, float]] = field(default_factory=list)
 
 
-def train(model: nn.Module, tokenizer, data: TaskData, checked: Validated, device: torch.device) -> TrainStats:
-    """AdamW with linear warm-up and decay for the configured budget; loss read every ``log_every``."""
+def train(model: nn.Module, tokenizer, data: TaskData, checked: Validated, device: torch.device,
+          stats: TrainStats) -> None:
+    """AdamW on the planned batches of the budget, with the run's warm-up and schedule; loss read every
+    ``log_every`` steps; evaluation every ``eval_every`` steps, with early stopping if configured."""
     t = checked.run.train
-    loader = make_loader(data.train, data.kind.collator(tokenizer), t.batch_size, shuffle=True, seed=checked.run.seed)
-    total = t.steps if t.steps is not None else max(1, math.ceil(t.epochs * len(loader)))
+    lengths = pyarrow.compute.list_value_length(data.train.with_format("arrow")["input_ids"]).to_pylist()
+    plan = BatchPlan(lengths, t.batch_size, *checked.budget, seed=checked.run.seed)
+    loader = torch.utils.data.DataLoader(data.train.with_format("python"), batch_sampler=plan,
+                                         collate_fn=data.kind.collator(tokenizer))
+    total = stats.budget_steps = len(plan)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=checked.lr, weight_decay=t.weight_decay)
-    from transformers import get_linear_schedule_with_warmup
-
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(t.warmup_ratio * total), total)
+    scheduler = make_schedule(optimizer, checked.schedule, int(checked.warmup_ratio * total), total)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
     autocast = torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None and device.type == "cuda")
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16" and device.type == "cuda")
-    meter = ThroughputMeter(device, warmup_steps=min(t.measure_warmup_steps, total - 1))
-    progress, curve, eval_curve = Progress(total, "train"), [], []
+    meter = stats.meter = ThroughputMeter(device, warmup_steps=min(t.measure_warmup_steps, total - 1))
+    progress, stopper = Progress(total, "train"), EarlyStopper(t.early_stopping_patience, t.early_stopping_min_delta)
     loss_sum, since = torch.zeros((), device=device), 0
     model.train()
     started = time.perf_counter()
     meter.begin()
-    for step, batch in batches(loader, total):
+    for step, batch in enumerate(loader, start=1):
         samples, tokens = len(batch["labels"]), int(batch["attention_mask"].sum())  # on the CPU: no sync
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast:
@@ -236,23 +252,52 @@ def train(model: nn.Module, tokenizer, data: TaskData, checked: Validated, devic
         loss_sum += loss.detach().float()
         since += 1
         meter.step_done(samples, tokens)
+        stats.steps, stats.samples, stats.tokens = step, stats.samples + samples, stats.tokens + tokens
         if step % t.log_every == 0 or step == total:
             mean = (loss_sum / since).item()  # the only sync point inside the loop
             if not math.isfinite(mean):
                 raise FloatingPointError(f"training loss became {mean} by step {step}")
-            curve.append((step, mean))
+            stats.loss_curve.append((step, mean))
             loss_sum.zero_()
             since = 0
             progress.update(step, loss=mean, samples_per_s=meter.samples_per_s_so_far())
         if t.eval_every and step % t.eval_every == 0 and step < total:
             meter.pause()  # evaluation is not training time
-            eval_curve.append((step, evaluate(model, tokenizer, data, checked, device)[0]))
+            stats.eval_curve.append((step, evaluate(model, tokenizer, data, checked, device)[0]))
             model.train()
             meter.resume()
+            if stopper.should_stop(stats.eval_curve[-1][1]):
+                stats.stop_reason = "early_stopping"
+                break
     meter.end()
     progress.close()
-    return TrainStats(steps=total, wall_s=time.perf_counter() - started, meter=meter, loss_curve=curve,
-                      eval_curve=eval_curve)
+    stats.wall_s = time.perf_counter() - started
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, schedule: str, warmup_steps: int, total_steps: int):
+    """Linear warm-up over ``warmup_steps``, then ``schedule`` (linear or cosine decay to 0 at
+    ``total_steps``, or constant)."""
+    from transformers import get_scheduler
+
+    name = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[schedule]
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps)
+
+
+class EarlyStopper:
+    """Says stop once ``patience`` evaluations in a row failed to beat the best score by more than
+    ``min_delta`` (higher scores are better for every metric peftbench ships); never, if
+    ``patience`` is None."""
+
+    def __init__(self, patience: int | None, min_delta: float = 0.0) -> None:
+        self.patience, self.min_delta = patience, min_delta
+        self.best, self.misses = -math.inf, 0
+
+    def should_stop(self, score: float) -> bool:
+        if score > self.best + self.min_delta:
+            self.best, self.misses = score, 0
+        else:
+            self.misses += 1
+        return self.patience is not None and self.misses >= self.patience
 
 
 @torch.no_grad()
@@ -288,15 +333,27 @@ def score(record: RunRecord, model: nn.Module, tokenizer, data: TaskData, checke
     record.metric, record.metrics_json, record.scored_on = data.metric, json.dumps(scores), data.scored_on
 
 
+def fill_progress(record: RunRecord, stats: TrainStats) -> None:
+    """How far training went against its budget, for every run that started training (a failed
+    or cancelled one too: it is marked as stopped early, with its status as the reason)."""
+    if stats.budget_steps is None:
+        return
+    record.budget_steps, record.train_steps = stats.budget_steps, stats.steps
+    record.train_samples, record.train_tokens = stats.samples, stats.tokens
+    reason = stats.stop_reason or (record.status if record.status in ("failed", "cancelled") else "")
+    record.stopped_early, record.stop_reason = bool(reason), reason
+    record.loss_curve = stats.loss_curve
+
+
 def fill_measurements(record: RunRecord, stats: TrainStats, memory: MemoryMeter, checked: Validated) -> None:
     peak = memory.stop()
     record.peak_rss_bytes = peak.peak_rss_bytes
     record.peak_gpu_mem_bytes, record.peak_gpu_reserved_bytes = peak.peak_gpu_mem_bytes, peak.peak_gpu_reserved_bytes
     record.train_samples_per_s, record.train_tokens_per_s = stats.meter.samples_per_s, stats.meter.tokens_per_s
-    record.train_time_s, record.train_steps = stats.wall_s, stats.steps
-    record.loss_curve = stats.loss_curve
+    record.train_time_s = stats.wall_s
     record.final_train_loss = stats.loss_curve[-1][1] if stats.loss_curve else None
-    record.eval_curve = [*stats.eval_curve, (stats.steps, record.score)]
+    # An early stop evaluated the model at its last step already: the final score replaces that point.
+    record.eval_curve = [*(p for p in stats.eval_curve if p[0] != stats.steps), (stats.steps, record.score)]
     record.best_step, record.best_score = max(record.eval_curve, key=lambda point: point[1])
     record.device_name = device_name(torch.device(record.device))
     if record.train_tokens_per_s:

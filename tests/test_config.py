@@ -34,9 +34,13 @@ def test_conf_has_files():
     assert len(group_options()) >= 8
 
 
+# Options that need a value of their own to validate (a budget's amount is required).
+NEEDS = {("budget", "samples"): ["train.samples=1000"], ("budget", "tokens"): ["train.tokens=5000"]}
+
+
 @pytest.mark.parametrize("group,option", group_options(), ids=lambda v: str(v))
 def test_every_config_file_composes_and_validates(group, option):
-    cfg = _compose([f"{group}={option}"])
+    cfg = _compose([f"{group}={option}", *NEEDS.get((group, option), [])])
     checked = validate(cfg)
     assert checked.run.results_dir == "results"
     if group == "method":

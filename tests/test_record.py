@@ -77,3 +77,23 @@ def test_a_row_torn_by_a_crash_does_not_swallow_the_next_row(tmp_path):
     append_csv_row(path, {"run_id": "c", "status": "success"})
     lines = path.read_text().splitlines()
     assert lines == ["run_id,status", "a,success", "b,succ", "c,success"]
+
+
+def test_setting_key_is_the_run_key_without_the_seed():
+    from peftbench.runner import describe
+
+    def keys(**changes):
+        config = {"method": {"name": "lora", "lr": 5e-4, "rank": 8}, "model": {"name": "m"}, "task": {"name": "t"},
+                  "seed": 0, "train": {"steps": 150, "tokens": None}, "results_dir": "results"}
+        for key, value in changes.items():
+            config[key] = value
+        record = RunRecord()
+        describe(record, config)
+        return record.run_key, record.setting_key
+
+    base = keys()
+    other_seed, other_dir = keys(seed=1), keys(results_dir="elsewhere")
+    other_budget = keys(train={"steps": None, "tokens": 5000})
+    assert other_seed[0] != base[0] and other_seed[1] == base[1]  # seeds of one setting
+    assert other_dir == base  # where results go changes nothing
+    assert other_budget[0] != base[0] and other_budget[1] != base[1]  # another budget: another setting
