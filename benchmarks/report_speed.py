@@ -5,7 +5,8 @@ Usage::
     python benchmarks/report_speed.py [--rows 100000] [--keep DIR] [--target 5.0]
 
 Generates ``--rows`` runs the way the harness writes them (``csv.DictWriter``, every column,
-including a realistic ``config_json`` and multi-line error messages on failed runs), then times
+including a realistic ``config_json``, multi-line error messages on failed runs, the training
+budget and about 3% of successful runs stopped early by early stopping), then times
 the report: reading the file, aggregating, and rendering the text table. The HTML page with its
 plots is timed separately. Exits with status 1 when the report takes longer than ``--target``
 seconds.
@@ -81,7 +82,8 @@ def generate(path: Path, rows: int, seed: int = 0) -> None:
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(RUN_COLUMNS))
+        # Ignore what the record lacks, so the benchmark also runs against an older record.
+        writer = csv.DictWriter(handle, fieldnames=list(RUN_COLUMNS), extrasaction="ignore")
         writer.writeheader()
         for i in range(rows):
             model, task, method, rank, settings, lr = configs[i % len(configs)]
@@ -100,6 +102,15 @@ def generate(path: Path, rows: int, seed: int = 0) -> None:
                 )
             elif status == "cancelled":
                 error = "KeyboardInterrupt"
+            budget_steps = 750  # 3 epochs of 8000 samples in batches of 32
+            steps = budget_steps
+            stop_reason = ""
+            if not ok:
+                steps = rng.randrange(1, budget_steps)
+                stop_reason = status
+            elif rng.random() < 0.03:
+                steps = rng.randrange(budget_steps // 2, budget_steps)
+                stop_reason = "early_stopping"
             config = {
                 "model": {"name": model, "max_length": 128, "dtype": "float32"},
                 "task": {"name": task, "metric": TASKS[task], "train_size": 8000, "eval_size": 2000},
@@ -149,7 +160,16 @@ def generate(path: Path, rows: int, seed: int = 0) -> None:
                     "train_samples_per_s": round(100 + rng.random() * 50, 3) if ok else "",
                     "train_tokens_per_s": round(12000 + rng.random() * 6000, 3) if ok else "",
                     "train_time_s": round(60 + rng.random() * 30, 3) if ok else "",
-                    "train_steps": 750 if ok else "",
+                    "budget_unit": "epochs",
+                    "budget": 3.0,
+                    "budget_steps": budget_steps,
+                    "train_steps": steps,
+                    "train_samples": steps * 32,
+                    "train_tokens": steps * 32 * 96,
+                    "stopped_early": str(steps < budget_steps),
+                    "stop_reason": stop_reason,
+                    "schedule": "linear",
+                    "warmup_ratio": 0.06,
                     "eval_samples_per_s": round(500 + rng.random() * 100, 3) if ok else "",
                     "score": round(0.8 + rng.random() * 0.1, 6) if ok else "",
                     "metric": TASKS[task],

@@ -17,7 +17,13 @@ Library API (names and signatures are kept stable):
 * :func:`failed_runs` lists the failed and cancelled runs.
 * :func:`format_sweep_table` renders one sweep's runs as a compact plain-text table.
 * :func:`significance` adds each setting's confidence interval and its comparison with the best
-  setting of its model and task (see :data:`SIGNIFICANCE_TEST`).
+  setting of its model, task and training budget (see :data:`SIGNIFICANCE_TEST`).
+* :func:`budget_label`, :func:`budget_statement`, :func:`budget_lines` and :func:`stopped_notes`
+  say which training budget each comparison holds and which settings stopped before it.
+
+Runs with different training budgets (``budget_unit`` and ``budget``: so many steps, epochs,
+samples or tokens) are different settings: they are never pooled, and settings are compared
+(best setting, full fine-tuning baseline, Pareto front) only within one model, task and budget.
 
 This module deliberately imports neither torch nor matplotlib at import time; plots live in
 :mod:`peftbench.report_plots` and are imported only when a plot is drawn.
@@ -53,6 +59,9 @@ __all__ = [
     "RUNS_FILENAME",
     "Report",
     "RunsFileWarning",
+    "budget_label",
+    "budget_lines",
+    "budget_statement",
     "build_report",
     "comparison_table",
     "failed_runs",
@@ -62,6 +71,7 @@ __all__ = [
     "pareto_front",
     "render",
     "significance",
+    "stopped_notes",
 ]
 
 RUNS_FILENAME = "runs.csv"
@@ -93,7 +103,10 @@ INT_COLUMNS = (
     "peak_gpu_mem_bytes",
     "peak_gpu_reserved_bytes",
     "peak_rss_bytes",
+    "budget_steps",
     "train_steps",
+    "train_samples",
+    "train_tokens",
     "num_threads",
 )
 FLOAT_COLUMNS = (
@@ -102,12 +115,14 @@ FLOAT_COLUMNS = (
     "train_samples_per_s",
     "train_tokens_per_s",
     "train_time_s",
+    "budget",
+    "warmup_ratio",
     "eval_samples_per_s",
     "score",
     "final_train_loss",
 )
 DATETIME_COLUMNS = ("started_at", "finished_at")
-BOOL_COLUMNS = ("git_dirty",)
+BOOL_COLUMNS = ("git_dirty", "stopped_early")
 
 RUN_COLUMNS = tuple(CSV_COLUMNS)
 """The columns the harness writes, in order. Older files may lack some; newer ones may add more."""
@@ -133,6 +148,14 @@ REPORT_COLUMNS = (
     "train_samples_per_s",
     "train_tokens_per_s",
     "train_time_s",
+    "budget_unit",
+    "budget",
+    "budget_steps",
+    "train_steps",
+    "train_samples",
+    "train_tokens",
+    "stopped_early",
+    "stop_reason",
     "score",
     "metric",
     "final_train_loss",
@@ -141,8 +164,25 @@ REPORT_COLUMNS = (
 )
 """The subset of columns the report needs (reading fewer columns keeps large files fast)."""
 
-GROUP_KEYS = ("model", "task", "method", "rank", "method_settings", "lr")
-"""Runs that agree on all of these (and differ only by seed) form one comparison row."""
+SETTING_KEYS = ("model", "task", "method", "rank", "method_settings", "lr")
+"""What a setting is, its training budget aside."""
+
+BUDGET_KEYS = ("budget_unit", "budget")
+"""The training budget: what it counts (:data:`BUDGET_UNITS`) and how many of them."""
+
+GROUP_KEYS = (*SETTING_KEYS, *BUDGET_KEYS)
+"""Runs that agree on all of these (and differ only by seed) form one comparison row: runs with
+different budgets are different settings and are never pooled."""
+
+COMPARE_KEYS = ("model", "task", *BUDGET_KEYS)
+"""Settings are compared with each other (best setting, full fine-tuning baseline, Pareto front)
+only within one model, task and budget."""
+
+BUDGET_UNITS = ("steps", "epochs", "samples", "tokens")
+"""What a training budget can count (the ``budget_unit`` column)."""
+
+STOPPED_MARK = "†"
+"""Appended to the score of a setting of which at least one seed stopped before its budget."""
 
 COMPARISON_COLUMNS = (
     "model",
@@ -152,9 +192,15 @@ COMPARISON_COLUMNS = (
     "rank",
     "lr",
     "method_settings",
+    "budget_unit",
+    "budget",
+    "budget_steps",
+    "budget_inferred",
     "n_seeds",
     "seeds",
     "n_failed",
+    "n_stopped_early",
+    "stop_reason",
     "trainable_params",
     "total_params",
     "trainable_pct",
@@ -163,6 +209,10 @@ COMPARISON_COLUMNS = (
     "train_samples_per_s",
     "train_tokens_per_s",
     "train_time_s",
+    "train_steps",
+    "train_samples",
+    "train_tokens",
+    "stopped_steps",
     "score_mean",
     "score_std",
     "score_ci_low",
@@ -212,6 +262,7 @@ SORT_ALIASES = {
     "delta": "score_delta",
     "p": "p_vs_best",
     "ci": "score_ci_low",
+    "stopped": "n_stopped_early",
 }
 """Short names accepted by ``--sort`` besides the column names of :data:`COMPARISON_COLUMNS`."""
 
@@ -219,15 +270,22 @@ NOTES = (
     "Score: mean ± sample standard deviation (ddof=1) over seeds; a setting with one seed has no std.",
     f"{CI_LEVEL:.0%} CI: confidence interval of the mean score over seeds, mean ± t(n-1) · std / √n "
     "(Student's t distribution); n/a with fewer than 2 seeds.",
-    f"vs best: each setting against the best setting of its model and task (the highest mean among "
-    f"settings with at least 2 seeds) by a {SIGNIFICANCE_TEST} at alpha={ALPHA:g}: 'tied' = not "
+    f"vs best: each setting against the best setting of its model, task and budget (the highest mean "
+    f"among settings with at least 2 seeds) by a {SIGNIFICANCE_TEST} at alpha={ALPHA:g}: 'tied' = not "
     "distinguishable from the best, 'worse' = significantly below it (p-value shown), 'n/a' = fewer than "
     "2 seeds; each test is separate (no correction for multiple comparisons).",
-    "Runs are grouped when they differ only by seed (same model, task, method, method settings and lr).",
+    "Runs are grouped when they differ only by seed (same model, task, method, method settings, lr and "
+    "training budget).",
+    "Budget: the training budget each seed was given (steps, epochs, samples or tokens); settings with "
+    "different budgets are never pooled, tested against each other or compared with each other's full "
+    "fine-tuning. '?' = not recorded; runs recorded before budgets were get the optimizer steps they "
+    "took as their budget.",
+    f"{STOPPED_MARK} after a score: at least one seed stopped before its budget (early stopping); the "
+    "note under the table says how many and after how many steps.",
     "Peak memory: peak GPU memory allocated where measured (GPU), else peak process RSS (RSS).",
-    "'vs full' columns compare with full fine-tuning on the same model and task (its best-scoring "
+    "'vs full' columns compare with full fine-tuning on the same model, task and budget (its best-scoring "
     "setting if there are several): parameters, memory and speed as ratios, score as a difference.",
-    "Pareto: on the front of highest score and fewest trainable parameters for that model and task.",
+    "Pareto: on the front of highest score and fewest trainable parameters for that model, task and budget.",
     "Failed and cancelled runs are listed separately and never included in the averages.",
 )
 
@@ -514,38 +572,119 @@ def _empty_comparison() -> pd.DataFrame:
     return pd.DataFrame({name: pd.Series(dtype="object") for name in COMPARISON_COLUMNS})
 
 
+def _flags(values: pd.Series) -> np.ndarray:
+    """True where a boolean column holds true (missing, empty or anything else is False)."""
+    if not isinstance(values.dtype, pd.BooleanDtype) and values.dtype != bool:
+        values = _to_bool(values.astype("str"))
+    return values.fillna(False).to_numpy(dtype=bool)
+
+
+def _budget_columns(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each run's training budget.
+
+    A run recorded before budgets were (no ``budget_unit`` and no ``budget``) that succeeded is
+    given the optimizer steps it took as its budget: the harness of that time always spent the whole
+    budget. Any other run without a recorded budget keeps an unknown one (``""`` and NaN).
+
+    Args:
+        df: Runs with ``status``, ``budget_unit``, ``budget`` and ``train_steps``.
+
+    Returns:
+        The unit (lower case), the amount, and whether the budget was inferred, one entry per run.
+    """
+    unit = df["budget_unit"].astype("str").str.strip().str.lower().to_numpy(dtype=object)
+    amount = _floats(df["budget"])
+    steps = _floats(df["train_steps"])
+    success = (df["status"].astype("str") == "success").to_numpy()
+    inferred = (unit == "") & np.isnan(amount) & np.isfinite(steps) & success
+    if inferred.any():
+        unit = np.where(inferred, "steps", unit)
+        amount = np.where(inferred, steps, amount)
+    return unit, amount, inferred
+
+
 def _group_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """The grouping keys (:data:`GROUP_KEYS`) of each run, plus ``_budget_inferred``."""
     frame = df.loc[:, ["model", "task", "method", "method_settings"]].reset_index(drop=True)
     for name in ("model", "task", "method", "method_settings"):
         if frame[name].dtype != "str":
             frame[name] = frame[name].astype("str")
     frame["rank"] = _floats(df["rank"])
     frame["lr"] = _floats(df["lr"])
-    return frame.loc[:, list(GROUP_KEYS)]
+    unit, amount, inferred = _budget_columns(df)
+    frame["budget_unit"] = pd.array(unit, dtype="str")
+    frame["budget"] = amount
+    frame = frame.loc[:, list(GROUP_KEYS)]
+    frame["_budget_inferred"] = inferred
+    return frame
+
+
+def _failed_counts(table: pd.DataFrame, failed: pd.DataFrame) -> np.ndarray:
+    """How many failed or cancelled runs each row of ``table`` has.
+
+    A failed run with a recorded budget counts for its own budget; one without (an older file, or a
+    run that failed before its budget was known) counts for every budget of its setting.
+    """
+    counts = np.zeros(len(table), dtype="int64")
+    if failed.empty:
+        return counts
+    keys = _group_frame(failed)
+    unknown = ((keys["budget_unit"] == "") & keys["budget"].isna()).to_numpy()
+    for subset, on in ((keys[~unknown], list(GROUP_KEYS)), (keys[unknown], list(SETTING_KEYS))):
+        if subset.empty:
+            continue
+        per_key = subset.groupby(on, dropna=False, sort=False).size().rename("_count").reset_index()
+        merged = table.loc[:, on].merge(per_key, on=on, how="left")
+        counts += merged["_count"].fillna(0).to_numpy(dtype="int64")
+    return counts
+
+
+def _stop_reasons(work: pd.DataFrame, stopped: np.ndarray, table: pd.DataFrame) -> list[str]:
+    """The distinct reasons (comma-separated) why each row's stopped-early seeds stopped."""
+    if not stopped.any():
+        return [""] * len(table)
+    sub = work.loc[stopped, [*GROUP_KEYS, "_reason"]]
+    reasons = (
+        sub.groupby(list(GROUP_KEYS), dropna=False, sort=False)["_reason"]
+        .agg(lambda values: ",".join(sorted({v for v in values.tolist() if v})))
+        .rename("_reasons")
+        .reset_index()
+    )
+    merged = table.loc[:, list(GROUP_KEYS)].merge(reasons, on=list(GROUP_KEYS), how="left")
+    return merged["_reasons"].fillna("").astype("str").tolist()
 
 
 def comparison_table(df: pd.DataFrame, *, baseline_method: str = BASELINE_METHOD) -> pd.DataFrame:
     """Compares every setting of every method, averaging over seeds.
 
     Only successful runs are averaged. Runs that agree on model, task, method, rank, method
-    settings and learning rate form one row. If the same setting was run twice with the same seed,
-    only the run written last counts (a :class:`RunsFileWarning` says so).
+    settings, learning rate and training budget (unit and amount) form one row: runs with different
+    budgets are never pooled. If the same setting was run twice with the same seed, only the run
+    written last counts (a :class:`RunsFileWarning` says so). Settings are compared with each other
+    (best setting, full fine-tuning baseline, Pareto front) only within one model, task and budget.
 
     Args:
         df: Runs as returned by :func:`load_runs` (any statuses; other columns are ignored).
         baseline_method: The method the relative columns compare with (full fine-tuning).
 
     Returns:
-        One row per (model, task, method, setting) with the columns of :data:`COMPARISON_COLUMNS`:
-        ``n_seeds`` (successful runs with a score), ``seeds``, ``n_failed`` (failed or cancelled
-        runs of that setting), parameter counts, ``peak_mem_bytes`` (mean over seeds of the GPU
-        peak where measured, else the RSS peak; ``mem_kind`` says which), mean throughputs,
-        ``score_mean`` and ``score_std`` (sample std, ddof=1; NaN for one seed), the relative
-        columns ``params_ratio``, ``mem_ratio`` and ``throughput_ratio`` (this row / baseline) and
-        ``score_delta`` (this row - baseline), computed against the best-scoring baseline setting
-        of the same model and task (``baseline_setting``; NaN where there is none), and
-        ``pareto`` (on the max-score/min-parameters front of its model and task). Rows are sorted
-        by model, task, baseline first, method, trainable parameters and learning rate.
+        One row per (model, task, method, setting, budget) with the columns of
+        :data:`COMPARISON_COLUMNS`: ``budget_unit`` and ``budget`` (``""``/NaN where unknown; a
+        successful run recorded without a budget gets the steps it trained, and
+        ``budget_inferred`` says so), ``budget_steps`` (median over seeds of the optimizer steps
+        the budget works out to), ``n_seeds`` (successful runs with a score), ``seeds``,
+        ``n_failed`` (failed or cancelled runs of that setting), ``n_stopped_early`` (seeds among
+        ``n_seeds`` that stopped before their budget), ``stop_reason`` (their distinct reasons,
+        comma-separated) and ``stopped_steps`` (their mean optimizer steps), parameter counts,
+        ``peak_mem_bytes`` (mean over seeds of the GPU peak where measured, else the RSS peak;
+        ``mem_kind`` says which), mean throughputs, the mean ``train_steps``, ``train_samples``
+        and ``train_tokens`` actually trained, ``score_mean`` and ``score_std`` (sample std,
+        ddof=1; NaN for one seed), the relative columns ``params_ratio``, ``mem_ratio`` and
+        ``throughput_ratio`` (this row / baseline) and ``score_delta`` (this row - baseline),
+        computed against the best-scoring baseline setting of the same model, task and budget
+        (``baseline_setting``; NaN where there is none), and ``pareto`` (on the
+        max-score/min-parameters front of its model, task and budget). Rows are sorted by model,
+        task, budget, baseline first, method, trainable parameters and learning rate.
     """
     df = _ensure_run_columns(df)
     status = df["status"].astype("str")
@@ -564,9 +703,16 @@ def comparison_table(df: pd.DataFrame, *, baseline_method: str = BASELINE_METHOD
         "train_samples_per_s",
         "train_tokens_per_s",
         "train_time_s",
+        "budget_steps",
+        "train_steps",
+        "train_samples",
+        "train_tokens",
         "final_train_loss",
     ):
         work[name] = _floats(ok[name])
+    inferred = work["_budget_inferred"].to_numpy()
+    if inferred.any():
+        work.loc[inferred, "budget_steps"] = work.loc[inferred, "train_steps"]
     gpu = _floats(ok["peak_gpu_mem_bytes"])
     rss = _floats(ok["peak_rss_bytes"])
     on_gpu = np.isfinite(gpu)
@@ -574,6 +720,10 @@ def comparison_table(df: pd.DataFrame, *, baseline_method: str = BASELINE_METHOD
     work["_gpu"] = on_gpu.astype("int64")
     work["_rss"] = (~on_gpu & np.isfinite(rss)).astype("int64")
     work["metric"] = ok["metric"].astype("str").to_numpy()
+    stopped = _flags(ok["stopped_early"]) & np.isfinite(work["score"].to_numpy())
+    work["_stopped"] = stopped.astype("int64")
+    work["_stopped_steps"] = np.where(stopped, work["train_steps"].to_numpy(), np.nan)
+    work["_reason"] = ok["stop_reason"].astype("str").to_numpy()
 
     with_seed = work["seed"].notna().to_numpy()
     duplicated = np.zeros(len(work), dtype=bool)
@@ -587,11 +737,15 @@ def comparison_table(df: pd.DataFrame, *, baseline_method: str = BASELINE_METHOD
             stacklevel=2,
         )
         work = work[~duplicated]
+        stopped = stopped[~duplicated]
 
     grouped = work.groupby(keys, dropna=False, sort=False)
     table = grouped.agg(
         n_seeds=("score", "count"),
         _n=("score", "size"),
+        budget_steps=("budget_steps", "median"),
+        budget_inferred=("_budget_inferred", "any"),
+        n_stopped_early=("_stopped", "sum"),
         trainable_params=("trainable_params", "median"),
         total_params=("total_params", "median"),
         trainable_pct=("trainable_pct", "median"),
@@ -601,20 +755,18 @@ def comparison_table(df: pd.DataFrame, *, baseline_method: str = BASELINE_METHOD
         train_samples_per_s=("train_samples_per_s", "mean"),
         train_tokens_per_s=("train_tokens_per_s", "mean"),
         train_time_s=("train_time_s", "mean"),
+        train_steps=("train_steps", "mean"),
+        train_samples=("train_samples", "mean"),
+        train_tokens=("train_tokens", "mean"),
+        stopped_steps=("_stopped_steps", "mean"),
         score_mean=("score", "mean"),
         score_std=("score", "std"),
         metric=("metric", "first"),
         final_train_loss=("final_train_loss", "mean"),
     ).reset_index()
     table["seeds"] = grouped["seed"].agg(_join_seeds).to_numpy()
-
-    failed = df[(status != "success").to_numpy()]
-    if failed.empty:
-        table["n_failed"] = 0
-    else:
-        counts = _group_frame(failed).groupby(keys, dropna=False, sort=False).size().rename("n_failed")
-        table = table.merge(counts.reset_index(), on=keys, how="left")
-        table["n_failed"] = table["n_failed"].fillna(0).astype("int64")
+    table["stop_reason"] = _stop_reasons(work, stopped, table)
+    table["n_failed"] = _failed_counts(table, df[(status != "success").to_numpy()])
 
     pct = table["trainable_pct"].to_numpy(dtype="float64")
     derived = (
@@ -636,16 +788,18 @@ def comparison_table(df: pd.DataFrame, *, baseline_method: str = BASELINE_METHOD
     table = _add_relative(table, baseline_method)
     table = significance(table)
     table["pareto"] = False
-    for index in table.groupby(["model", "task"], sort=False).indices.values():
+    for index in table.groupby(list(COMPARE_KEYS), sort=False, dropna=False).indices.values():
         sub = table.iloc[index]
         table.loc[table.index[index], "pareto"] = pareto_front(sub["trainable_params"], sub["score_mean"])
     table["pareto"] = table["pareto"].astype(bool)
 
-    for name in ("rank", "trainable_params", "total_params"):
+    for name in ("rank", "trainable_params", "total_params", "budget_steps"):
         table[name] = pd.array(np.round(table[name].to_numpy(dtype="float64")), dtype="Float64").astype(
             "Int64"
         )
     table["n_seeds"] = table["n_seeds"].astype("int64")
+    table["n_stopped_early"] = table["n_stopped_early"].astype("int64")
+    table["budget_inferred"] = table["budget_inferred"].astype(bool)
     table = _default_order(table, baseline_method)
     return table.loc[:, list(COMPARISON_COLUMNS)].reset_index(drop=True)
 
@@ -655,14 +809,16 @@ def significance(table: pd.DataFrame, *, alpha: float = ALPHA, level: float = CI
 
     Works from the per-setting summary alone (mean, sample std with ddof=1, number of seeds), so it
     stays fast on large files. For each setting with ``n >= 2`` seeds the interval of the mean is
-    ``mean ± t_{(1+level)/2, n-1} · std / sqrt(n)`` (Student's t). Within each (model, task), the best
-    setting is the one with the highest mean among those with at least 2 seeds; every other such
-    setting is compared with it by a two-sided Welch t-test (unequal variances, Welch–Satterthwaite
+    ``mean ± t_{(1+level)/2, n-1} · std / sqrt(n)`` (Student's t). Within each model, task and
+    training budget (``budget_unit`` and ``budget``, where the table has them: settings trained on
+    different budgets are never compared), the best setting is the one with the highest mean among
+    those with at least 2 seeds; every other such setting is compared with it by a two-sided Welch t-test (unequal variances, Welch–Satterthwaite
     degrees of freedom). Two settings whose scores are each constant over seeds (zero variance) get
     p = 1 if their means are equal, else p = 0.
 
     Args:
-        table: A table with ``model``, ``task``, ``n_seeds``, ``score_mean`` and ``score_std``.
+        table: A table with ``model``, ``task``, ``n_seeds``, ``score_mean`` and ``score_std``, and
+            optionally ``budget_unit`` and ``budget``.
         alpha: Significance level; ``p >= alpha`` means not distinguishable from the best.
         level: Confidence level of the intervals.
 
@@ -687,7 +843,8 @@ def significance(table: pd.DataFrame, *, alpha: float = ALPHA, level: float = CI
         low[testable] = mean[testable] - half
         high[testable] = mean[testable] + half
         best = np.full(len(table), -1)
-        for index in table.groupby(["model", "task"], sort=False).indices.values():
+        within = [name for name in COMPARE_KEYS if name in table.columns]
+        for index in table.groupby(within, sort=False, dropna=False).indices.values():
             candidates = index[testable[index]]
             if len(candidates):
                 # Highest mean; among equal means the one with more seeds, then the first.
@@ -726,7 +883,7 @@ def _add_relative(table: pd.DataFrame, baseline_method: str) -> pd.DataFrame:
     if base.empty:
         return table
     base = base.sort_values("score_mean", ascending=False, na_position="last", kind="mergesort")
-    base = base.drop_duplicates(["model", "task"], keep="first")
+    base = base.drop_duplicates(list(COMPARE_KEYS), keep="first")
     fields = [
         "setting",
         "trainable_params",
@@ -736,8 +893,8 @@ def _add_relative(table: pd.DataFrame, baseline_method: str) -> pd.DataFrame:
         "train_samples_per_s",
         "score_mean",
     ]
-    base = base[["model", "task", *fields]].rename(columns={name: f"_b_{name}" for name in fields})
-    merged = table.merge(base, on=["model", "task"], how="left")
+    base = base[[*COMPARE_KEYS, *fields]].rename(columns={name: f"_b_{name}" for name in fields})
+    merged = table.merge(base, on=list(COMPARE_KEYS), how="left")
 
     def ratio(name: str) -> np.ndarray:
         num = merged[name].to_numpy(dtype="float64")
@@ -762,7 +919,17 @@ def _add_relative(table: pd.DataFrame, baseline_method: str) -> pd.DataFrame:
 def _default_order(table: pd.DataFrame, baseline_method: str) -> pd.DataFrame:
     helper = table.assign(_not_base=(table["method"] != baseline_method).astype(int))
     helper = helper.sort_values(
-        ["model", "task", "_not_base", "method", "trainable_params", "lr", "setting"],
+        [
+            "model",
+            "task",
+            "budget_unit",
+            "budget",
+            "_not_base",
+            "method",
+            "trainable_params",
+            "lr",
+            "setting",
+        ],
         kind="mergesort",
         na_position="last",
     )
@@ -890,6 +1057,52 @@ def _memory_cell(value: Any, kind: str) -> str:
     return text if text == "-" or not kind else f"{text} {kind}"
 
 
+def _number(value: float) -> str:
+    """A count with thousands separators (``10,000``), or with decimals where it has them (``2.5``)."""
+    return f"{value:,.0f}" if value == int(value) else f"{value:,g}"
+
+
+def _compact_exact(value: float) -> str:
+    """A large count with a k/M/B suffix where that loses nothing (``500k``, ``1.5M``), else in full."""
+    if value == int(value):
+        for threshold, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+            if abs(value) >= threshold and value % (threshold / 100) == 0:
+                return f"{value / threshold:,g}{suffix}"
+    return _number(value)
+
+
+def budget_label(unit: Any, amount: Any) -> str:
+    """Renders a training budget for people, e.g. ``150 steps``, ``2.5 epochs``, ``500k tokens``.
+
+    Args:
+        unit: What the budget counts (one of :data:`BUDGET_UNITS`); empty when not recorded.
+        amount: How many of them; None/NaN when not recorded.
+
+    Returns:
+        The label; ``"?"`` when neither is known, ``"? steps"`` or ``"150 ?"`` when one is.
+    """
+    unit = "" if _missing(unit) else str(unit).strip()
+    if _missing(amount) or not math.isfinite(float(amount)):
+        return f"? {unit}" if unit else "?"
+    amount = float(amount)
+    text = _compact_exact(amount) if unit == "tokens" else _number(amount)
+    if not unit:
+        return f"{text} ?"
+    if amount == 1 and unit.endswith("s"):
+        unit = unit[:-1]
+    return f"{text} {unit}"
+
+
+def _steps_text(value: Any) -> str:
+    value = float(value)
+    return _number(value) if value == int(value) else f"{value:,.1f}"
+
+
+def _reasons_text(reasons: Any) -> str:
+    names = [r.strip().replace("_", " ") for r in str(reasons or "").split(",") if r.strip()]
+    return ", ".join(names)
+
+
 CI_HEADER = f"{CI_LEVEL:.0%} CI"
 VS_BEST_HEADER = f"vs best (Welch t, α={ALPHA:g})"
 DISPLAY_HEADERS = (
@@ -898,6 +1111,7 @@ DISPLAY_HEADERS = (
     "Metric",
     "Method",
     "Setting",
+    "Budget",
     "Trainable",
     "% of model",
     "Peak memory",
@@ -929,8 +1143,17 @@ _RIGHT = {
 }
 
 
+def _stopped_count(rec: dict[str, Any]) -> int:
+    count = rec.get("n_stopped_early")
+    return 0 if _missing(count) else int(count)
+
+
 def display_rows(table: pd.DataFrame) -> list[list[str]]:
-    """Formats a :func:`comparison_table` for people, one list of cells per row (see DISPLAY_HEADERS)."""
+    """Formats a :func:`comparison_table` for people, one list of cells per row (see DISPLAY_HEADERS).
+
+    The score of a setting of which some seed stopped before its budget ends with
+    :data:`STOPPED_MARK`; :func:`stopped_notes` explains each mark.
+    """
     rows = []
     for rec in table.to_dict("records"):
         rows.append(
@@ -940,11 +1163,13 @@ def display_rows(table: pd.DataFrame) -> list[list[str]]:
                 str(rec["metric"]),
                 str(rec["method"]),
                 str(rec["setting"]),
+                budget_label(rec.get("budget_unit"), rec.get("budget")),
                 human_count(rec["trainable_params"]),
                 _pct(rec["trainable_pct"]),
                 _memory_cell(rec["peak_mem_bytes"], rec["mem_kind"]),
                 _rate(rec["train_tokens_per_s"], rec["train_samples_per_s"]),
-                _score_cell(rec["score_mean"], rec["score_std"]),
+                _score_cell(rec["score_mean"], rec["score_std"])
+                + (STOPPED_MARK if _stopped_count(rec) else ""),
                 _ci_cell(rec.get("score_ci_low"), rec.get("score_ci_high")),
                 _vs_best_cell(rec.get("vs_best"), rec.get("p_vs_best")),
                 str(rec["n_seeds"]),
@@ -957,6 +1182,115 @@ def display_rows(table: pd.DataFrame) -> list[list[str]]:
             ]
         )
     return rows
+
+
+def _budgets_of(table: pd.DataFrame) -> tuple[list[tuple[str, int]], bool]:
+    """The distinct budgets of a table's rows (label, number of settings), smallest first, and
+    whether any of them was inferred from the steps taken."""
+    if "budget_unit" not in table.columns or "budget" not in table.columns:
+        return [("?", len(table))], False
+    units = table["budget_unit"].astype("str").tolist()
+    amounts = _floats(table["budget"]).tolist()
+    counts: dict[tuple[str, float], int] = {}
+    for unit, amount in zip(units, amounts, strict=True):
+        key = (unit, math.inf if math.isnan(amount) else amount)
+        counts[key] = counts.get(key, 0) + 1
+    ordered = sorted(counts.items(), key=lambda item: (item[0][0] == "", item[0][0], item[0][1]))
+    labels = [
+        (budget_label(unit, None if amount == math.inf else amount), n) for (unit, amount), n in ordered
+    ]
+    inferred = "budget_inferred" in table.columns and bool(table["budget_inferred"].fillna(False).any())
+    return labels, inferred
+
+
+def budget_statement(table: pd.DataFrame) -> str:
+    """Says which training budget the rows of one comparison (one model and task) were trained on.
+
+    Args:
+        table: Rows of a :func:`comparison_table`, normally those of one model and task.
+
+    Returns:
+        ``"Budget: 150 steps."`` when every row has the same budget; a warning naming each budget
+        and its number of settings when they differ, since rows of different budgets must not be
+        compared with each other.
+    """
+    labels, inferred = _budgets_of(table)
+    how = " (taken as the steps trained by runs recorded without a budget)" if inferred else ""
+    if len(labels) <= 1:
+        label = labels[0][0] if labels else "?"
+        if label == "?":
+            return "Budget: not recorded (?)."
+        return f"Budget: {label}{how}."
+    listed = ", ".join(f"{label} ({n} setting{'s' if n != 1 else ''})" for label, n in labels)
+    return (
+        f"Warning: this table mixes training budgets: {listed}{how}. Compare only rows with the same "
+        "budget; 'vs best', 'vs full' and Pareto are computed within each budget."
+    )
+
+
+def _is_warning(line: str) -> bool:
+    return "Warning:" in line
+
+
+def _comparisons(table: pd.DataFrame) -> list[tuple[str, str, np.ndarray]]:
+    """(model, task, row positions) of each model and task, in the order they first appear."""
+    groups = table.groupby(["model", "task"], sort=False).indices
+    return [(str(model), str(task), index) for (model, task), index in groups.items()]
+
+
+def budget_lines(table: pd.DataFrame) -> list[str]:
+    """Budget statements (:func:`budget_statement`) for a table that holds several models and tasks.
+
+    Args:
+        table: A :func:`comparison_table`.
+
+    Returns:
+        One line when every row has the same budget, else one line per model and task, prefixed
+        with ``model / task:``; nothing for an empty table.
+    """
+    if table.empty:
+        return []
+    if len(_budgets_of(table)[0]) == 1:
+        return [budget_statement(table)]
+    return [
+        f"{model or '-'} / {task or '-'}: {budget_statement(table.iloc[index])}"
+        for model, task, index in _comparisons(table)
+    ]
+
+
+def stopped_notes(table: pd.DataFrame, *, with_model_task: bool = True) -> list[str]:
+    """Explains each :data:`STOPPED_MARK`: which setting, why, how many seeds and after how many steps.
+
+    Args:
+        table: A :func:`comparison_table` (or some of its rows).
+        with_model_task: Name the model and task of each setting (for a table that holds several).
+
+    Returns:
+        One line per setting of which at least one seed stopped before its budget, e.g.
+        ``† lora r=8 lr=0.001 (150 steps): stopped before its budget (early stopping): 1 of 3 seeds,
+        mean 120 of 150 steps``.
+    """
+    if "n_stopped_early" not in table.columns:
+        return []
+    notes = []
+    for rec in table[table["n_stopped_early"].fillna(0).to_numpy(dtype="int64") > 0].to_dict("records"):
+        where = f"{rec['model'] or '-'} / {rec['task'] or '-'}, " if with_model_task else ""
+        budget = budget_label(rec.get("budget_unit"), rec.get("budget"))
+        reasons = _reasons_text(rec.get("stop_reason"))
+        steps = ""
+        if not _missing(rec.get("stopped_steps")):
+            taken = _steps_text(rec["stopped_steps"])
+            total = rec.get("budget_steps")
+            steps = (
+                f", mean {taken} of {_steps_text(total)} steps"
+                if not _missing(total)
+                else (f", mean {taken} steps trained")
+            )
+        notes.append(
+            f"{STOPPED_MARK} {where}{rec['method']} {rec['setting']} ({budget}): stopped before its budget"
+            f"{f' ({reasons})' if reasons else ''}: {_stopped_count(rec)} of {rec['n_seeds']} seed{'' if rec['n_seeds'] == 1 else 's'}{steps}"
+        )
+    return notes
 
 
 FAILED_HEADERS = ("Run", "Sweep", "Status", "Model", "Task", "Method", "Setting", "Seed", "Started", "Error")
@@ -1128,18 +1462,25 @@ def _summary_line(report: Report) -> str:
 
 
 def render_text(report: Report, *, error_limit: int = 100) -> str:
-    """Renders the report as plain text: one table per model and task, then the failed runs."""
+    """Renders the report as plain text: one table per model and task, then the failed runs.
+
+    Each table is headed by its budget (a warning when it mixes budgets) and followed by a note on
+    each setting marked as stopped early.
+    """
     parts = [f"peftbench report — {_summary_line(report)}", ""]
     headers = list(DISPLAY_HEADERS[3:])
     rows = display_rows(report.table)
     if not rows:
         parts.append("No successful runs to compare.")
-    sections: dict[tuple[str, str, str], list[list[str]]] = {}
-    for row in rows:
-        sections.setdefault((row[0], row[1], row[2]), []).append(row[3:])
-    for (model, task, metric), section in sections.items():
+    sections: dict[tuple[str, str, str], list[int]] = {}
+    for position, row in enumerate(rows):
+        sections.setdefault((row[0], row[1], row[2]), []).append(position)
+    for (model, task, metric), positions in sections.items():
+        sub = report.table.iloc[positions]
         parts.append(f"== model: {model or '-'}  task: {task or '-'}  metric: {metric or '-'} ==")
-        parts.append(_text_grid(headers, section, _RIGHT))
+        parts.append(budget_statement(sub))
+        parts.append(_text_grid(headers, [rows[i][3:] for i in positions], _RIGHT))
+        parts.extend(stopped_notes(sub, with_model_task=False))
         parts.append("")
     parts.extend(f"* {note}" for note in NOTES)
     parts.append("")
@@ -1170,8 +1511,12 @@ def render_markdown(report: Report, *, error_limit: int = 300) -> str:
     """Renders the report as GitHub-flavoured Markdown."""
     parts = ["# peftbench report", "", _summary_line(report), ""]
     rows = display_rows(report.table)
+    for line in budget_lines(report.table):
+        parts.extend([f"**{_md_cell(line)}**" if _is_warning(line) else _md_cell(line), ""])
     parts.append(_md_table(DISPLAY_HEADERS, rows, _RIGHT) if rows else "No successful runs to compare.")
     parts.append("")
+    for note in stopped_notes(report.table):
+        parts.extend([_md_cell(note), ""])
     parts.extend(f"- {note}" for note in NOTES)
     parts.extend(["", "## Failed or cancelled runs", ""])
     if report.failed.empty:
@@ -1209,6 +1554,8 @@ _LATEX_SPECIAL = {
     "×": r"$\times$",
     "Δ": r"$\Delta$",
     "…": r"\ldots{}",
+    "†": r"\dag{}",
+    "—": "---",
 }
 
 
@@ -1237,9 +1584,11 @@ def render_latex(report: Report, *, error_limit: int = 120) -> str:
         r"\centering",
         r"\scriptsize",
         _latex_tabular(DISPLAY_HEADERS, display_rows(report.table), _RIGHT),
-        r"\caption{" + latex_escape(" ".join(NOTES[:4])) + "}",
-        r"\end{table}",
     ]
+    for line in [*budget_lines(report.table), *stopped_notes(report.table)]:
+        text = latex_escape(line)
+        parts.append(r"\par\smallskip " + (rf"\textbf{{{text}}}" if _is_warning(line) else text) + r"\par")
+    parts.extend([r"\caption{" + latex_escape(" ".join(NOTES[:4])) + "}", r"\end{table}"])
     if not report.failed.empty:
         parts.extend(
             [
@@ -1262,8 +1611,13 @@ th, td { border: 1px solid #ccc; padding: 3px 7px; vertical-align: top; }
 th { background: #f0f0f0; position: sticky; top: 0; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr.pareto td { background: #fff8e1; }
+td.nowrap { white-space: nowrap; }
 td.error { font-family: ui-monospace, monospace; white-space: pre-wrap; max-width: 60em; }
 ul.notes { font-size: 13px; color: #444; }
+p.budget { font-size: 13px; margin: 4px 0; }
+p.warning { font-size: 13px; margin: 4px 0; padding: 4px 8px; background: #fff3cd; color: #6b4500;
+  border-left: 4px solid #e0a800; }
+p.stopped { font-size: 13px; margin: 2px 0; color: #444; }
 figure { margin: 12px 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
 .swatch { display: inline-block; width: 0.8em; height: 0.8em; border-radius: 2px; margin-right: 4px; }
 """
@@ -1319,11 +1673,16 @@ def render_html(report: Report, *, plots: dict[str, bytes] | None = None) -> str
         "<h2>Comparison</h2>",
     ]
     rows = display_rows(report.table)
+    for line in budget_lines(report.table):
+        parts.append(f'<p class="{"warning" if _is_warning(line) else "budget"}">{html.escape(line)}</p>')
     if rows:
         classes = ["pareto" if flag else "" for flag in report.table["pareto"].tolist()]
-        parts.append(_html_table(DISPLAY_HEADERS, rows, _RIGHT, "comparison", classes))
+        parts.append(
+            _html_table(DISPLAY_HEADERS, rows, _RIGHT, "comparison", classes, cell_class={"Budget": "nowrap"})
+        )
     else:
         parts.append("<p>No successful runs to compare.</p>")
+    parts.extend(f'<p class="stopped">{html.escape(note)}</p>' for note in stopped_notes(report.table))
     parts.append('<ul class="notes">' + "".join(f"<li>{html.escape(n)}</li>" for n in NOTES) + "</ul>")
     if plots:
         parts.append("<h2>Plots</h2>")
@@ -1389,6 +1748,8 @@ SWEEP_HEADERS = (
     "Rank",
     "LR",
     "Seed",
+    "Budget",
+    "Steps",
     "Trainable",
     "%",
     "Peak memory",
@@ -1398,12 +1759,43 @@ SWEEP_HEADERS = (
 )
 
 
+def _steps_cell(steps: Any, budget_steps: Any, stopped: bool) -> str:
+    """``120/150†``: optimizer steps taken, of the steps the budget works out to, marked if stopped early."""
+    mark = STOPPED_MARK if stopped else ""
+    if _missing(steps):
+        return "-" + mark if mark else "-"
+    if _missing(budget_steps):
+        return f"{_steps_text(steps)}{mark}"
+    return f"{_steps_text(steps)}/{_steps_text(budget_steps)}{mark}"
+
+
+def _sweep_budget_warnings(runs: pd.DataFrame) -> list[str]:
+    """A warning for each model and task whose runs (with a known budget) have different budgets."""
+    lines = []
+    known = runs[~((runs["_unit"] == "") & runs["_amount"].isna()).to_numpy()]
+    for (model, task), sub in known.groupby(["model", "task"], sort=True):
+        budgets = {
+            (str(u), math.inf if math.isnan(a) else float(a)): budget_label(u, a)
+            for u, a in zip(sub["_unit"].tolist(), sub["_amount"].tolist(), strict=True)
+        }
+        if len(budgets) > 1:
+            listed = ", ".join(label for _, label in sorted(budgets.items()))
+            lines.append(
+                f"Warning: {model or '-'} / {task or '-'} mixes training budgets ({listed}); compare runs "
+                "only within one budget."
+            )
+    return lines
+
+
 def format_sweep_table(results_dir: str | os.PathLike[str], sweep_id: str) -> str:
     """Renders one sweep's runs as a compact plain-text table, for the end of a multirun.
 
-    One line per run (method, rank, learning rate, seed, trainable parameters and their share of
-    the model, peak memory, throughput, score, status), then the failed or cancelled runs with
-    their error. Never raises on a missing or empty file: it says so in the returned text.
+    One line per run (method, rank, learning rate, seed, training budget, optimizer steps taken out
+    of the budget's steps, e.g. ``120/150``, trainable parameters and their share of the model, peak
+    memory, throughput, score, status), then the failed or cancelled runs with their error. A run
+    that stopped before its budget has :data:`STOPPED_MARK` after its steps, explained in a note; a
+    warning says when runs of one model and task have different budgets. Never raises on a missing
+    or empty file: it says so in the returned text.
 
     Args:
         results_dir: Directory holding ``runs.csv``.
@@ -1421,8 +1813,21 @@ def format_sweep_table(results_dir: str | os.PathLike[str], sweep_id: str) -> st
     runs = runs[(runs["sweep_id"] == str(sweep_id)).to_numpy()]
     if runs.empty:
         return f"Sweep {sweep_id}: no runs recorded in {_runs_path(results_dir)}\n"
-    runs = runs.assign(_order=np.arange(len(runs)))
-    runs = runs.sort_values(["method", "rank", "lr", "seed", "_order"], kind="mergesort", na_position="last")
+    unit, amount, inferred = _budget_columns(runs)
+    budget_steps = np.where(inferred, _floats(runs["train_steps"]), _floats(runs["budget_steps"]))
+    runs = runs.assign(
+        _order=np.arange(len(runs)),
+        _unit=unit,
+        _unit_order=np.where(unit == "", "\uffff", unit),  # an unknown budget sorts last
+        _amount=amount,
+        _budget_steps=budget_steps,
+        _stopped=_flags(runs["stopped_early"]),
+    )
+    runs = runs.sort_values(
+        ["method", "rank", "lr", "_unit_order", "_amount", "seed", "_order"],
+        kind="mergesort",
+        na_position="last",
+    )
     rows = []
     for rec in runs.to_dict("records"):
         if rec["status"] != "success":  # a failed run's partial figures are not results
@@ -1439,6 +1844,8 @@ def format_sweep_table(results_dir: str | os.PathLike[str], sweep_id: str) -> st
                 "-" if _missing(rec["rank"]) else str(rec["rank"]),
                 "-" if _missing(rec["lr"]) else f"{rec['lr']:g}",
                 "-" if _missing(rec["seed"]) else str(rec["seed"]),
+                budget_label(rec["_unit"], rec["_amount"]),
+                _steps_cell(rec["train_steps"], rec["_budget_steps"], rec["_stopped"]),
                 human_count(rec["trainable_params"]),
                 _pct(rec["trainable_pct"]),
                 memory,
@@ -1450,8 +1857,18 @@ def format_sweep_table(results_dir: str | os.PathLike[str], sweep_id: str) -> st
         )
     counts = runs["status"].value_counts()
     summary = ", ".join(f"{int(counts.get(s, 0))} {s}" for s in STATUSES)
-    right = {"Rank", "LR", "Seed", "Trainable", "%", "Peak memory", "Throughput", "Score"}
-    parts = [f"Sweep {sweep_id}: {len(runs)} run(s): {summary}", _text_grid(SWEEP_HEADERS, rows, right)]
+    right = {"Rank", "LR", "Seed", "Steps", "Trainable", "%", "Peak memory", "Throughput", "Score"}
+    parts = [f"Sweep {sweep_id}: {len(runs)} run(s): {summary}"]
+    parts.extend(_sweep_budget_warnings(runs))
+    parts.append(_text_grid(SWEEP_HEADERS, rows, right))
+    stopped = runs[runs["_stopped"].to_numpy(dtype=bool)]
+    if not stopped.empty:
+        reasons: dict[str, int] = {}
+        for reason in stopped["stop_reason"].astype("str").tolist():
+            name = _reasons_text(reason) or "reason not recorded"
+            reasons[name] = reasons.get(name, 0) + 1
+        listed = ", ".join(f"{name}: {n}" for name, n in reasons.items())
+        parts.append(f"{STOPPED_MARK} stopped before its budget: {len(stopped)} run(s) ({listed})")
     failed = failed_runs(runs)
     if not failed.empty:
         parts.append("Failed or cancelled:")

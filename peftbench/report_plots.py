@@ -1,6 +1,6 @@
 """Plots for the results report, drawn with matplotlib's Agg backend (no display needed).
 
-Three figures, each with one panel per (model, task):
+Three figures, each with one panel per (model, task, training budget):
 
 * ``score_vs_params``: score against trainable parameters (log scale) with the Pareto front of
   highest score and fewest parameters marked;
@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from peftbench.report import BUDGET_KEYS, budget_label
 
 __all__ = ["METHOD_COLORS", "PLOT_TITLES", "method_color", "render_plots", "save_plots"]
 
@@ -115,10 +117,17 @@ def _png(fig) -> bytes:
 
 
 def _panels(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """One panel per model, task and training budget: settings of different budgets are not compared."""
+    keys = [name for name in ("model", "task", *BUDGET_KEYS) if name in table.columns]
     panels = []
-    for (model, task), sub in table.groupby(["model", "task"], sort=True):
+    for key, sub in table.groupby(keys, sort=True, dropna=False):
+        model, task = key[0], key[1]
         metric = next((m for m in sub["metric"].tolist() if m), "score")
-        panels.append((f"{model or '-'} / {task or '-'} ({metric})", sub))
+        title = f"{model or '-'} / {task or '-'} ({metric})"
+        if len(key) == 4:
+            budget = budget_label(key[2], key[3])
+            title += f", {budget}" if budget != "?" else ""
+        panels.append((title, sub))
     return panels[:MAX_PANELS]
 
 
@@ -288,7 +297,7 @@ def render_plots(table: pd.DataFrame) -> dict[str, bytes]:
 
     Returns:
         PNG bytes by plot name (see :data:`PLOT_TITLES`); empty when there is nothing to plot.
-        At most :data:`MAX_PANELS` (model, task) panels are drawn per figure.
+        At most :data:`MAX_PANELS` (model, task, budget) panels are drawn per figure.
     """
     if table.empty:
         return {}

@@ -2,9 +2,11 @@
 
 The harness calls :func:`log_sweep_to_wandb` at the end of a multirun. It starts one wandb run
 (``job_type="report"``, ``group=<sweep_id>``, so it sits next to the sweep's training runs), logs
-the comparison table as a ``wandb.Table`` named ``comparison``, a score-against-parameters scatter
-(``wandb.plot.scatter``) named ``score_vs_params``, the failed runs as ``failed_runs`` when there
-are any, and finishes the run. ``docs/wandb.md`` explains which panels reproduce the report's plots.
+the comparison table as a ``wandb.Table`` named ``comparison`` (its ``budget_unit`` and ``budget``
+columns say each setting's training budget), a score-against-parameters scatter
+(``wandb.plot.scatter``) named ``score_vs_params`` whose title names the training budget(s), the
+failed runs as ``failed_runs`` when there are any, and finishes the run. ``docs/wandb.md`` explains
+which panels reproduce the report's plots.
 
 wandb is imported only when the function runs.
 """
@@ -17,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from peftbench.report import COMPARISON_COLUMNS, comparison_table, failed_runs
+from peftbench.report import COMPARISON_COLUMNS, budget_label, comparison_table, failed_runs
 
 __all__ = ["WANDB_TABLE_COLUMNS", "log_sweep_to_wandb"]
 
@@ -43,6 +45,16 @@ def _plain(value: Any) -> Any:
 
 def _rows(frame: pd.DataFrame, columns: tuple[str, ...]) -> list[list[Any]]:
     return [[_plain(value) for value in row] for row in frame.loc[:, list(columns)].itertuples(index=False)]
+
+
+def _budgets(table: pd.DataFrame) -> list[str]:
+    """The distinct training budgets of a comparison table, as labels (``150 steps``), smallest first."""
+    seen: dict[tuple[str, float], str] = {}
+    for unit, amount in zip(table["budget_unit"].tolist(), table["budget"].tolist(), strict=True):
+        unit = "" if unit is None or unit != unit else str(unit)
+        number = math.inf if _plain(amount) is None else float(amount)
+        seen.setdefault((unit, number), budget_label(unit, amount))
+    return [label for _, label in sorted(seen.items())]
 
 
 def log_sweep_to_wandb(
@@ -77,6 +89,14 @@ def log_sweep_to_wandb(
     table = comparison_table(runs)
     failed = failed_runs(runs)
     n_runs = len(runs)
+    budgets = _budgets(table)
+    scatter_title = f"Score vs trainable parameters (sweep {sweep_id}"
+    if len(budgets) == 1:
+        scatter_title += f", {budgets[0]})"
+    elif budgets:
+        scatter_title += f"; mixed budgets, compare within one: {', '.join(budgets)})"
+    else:
+        scatter_title += ")"
 
     run = wandb.init(
         project=project,
@@ -85,7 +105,7 @@ def log_sweep_to_wandb(
         job_type="report",
         group=str(sweep_id),
         name=f"report-{sweep_id}",
-        config={"sweep_id": str(sweep_id), "n_runs": n_runs, "n_failed": len(failed)},
+        config={"sweep_id": str(sweep_id), "n_runs": n_runs, "n_failed": len(failed), "budgets": budgets},
         reinit="create_new",
         settings=wandb.Settings(console="off", silent=True),
     )
@@ -97,7 +117,7 @@ def log_sweep_to_wandb(
                 comparison,
                 "trainable_params",
                 "score_mean",
-                title=f"Score vs trainable parameters (sweep {sweep_id})",
+                title=scatter_title,
             ),
         }
         if not failed.empty:

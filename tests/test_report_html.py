@@ -83,8 +83,11 @@ def test_html_contains_table_rows_failed_runs_and_embedded_plots(page: Path) -> 
     assert comparison[0] == list(report.DISPLAY_HEADERS)
     assert len(comparison) == 1 + 6
     cells = {row[3] + " " + row[4]: row for row in comparison[1:]}
-    assert cells["lora alpha=16 dropout=0 r=8 use_rslora=false lr=0.001"][9] == "0.8900 ± 0.0100"
-    assert cells["full lr=2e-05"][9] == "0.9200 ± 0.0200"
+    score = comparison[0].index("Score (mean ± std)")
+    assert cells["lora alpha=16 dropout=0 r=8 use_rslora=false lr=0.001"][score] == "0.8900 ± 0.0100"
+    assert cells["full lr=2e-05"][score] == "0.9200 ± 0.0200"
+    # Runs recorded without a budget take the 100 steps they trained as theirs.
+    assert {row[comparison[0].index("Budget")] for row in comparison[1:]} == {"100 steps"}
     failed = parsed.tables["failed"]
     assert len(failed) == 1 + 2 and "CUDA out of memory" in failed[1][-1]
     assert "ddof=1" in text

@@ -162,12 +162,19 @@ def test_sweep_table_and_scatter_are_in_the_offline_run(offline: Path) -> None:
     assert lora8["params_ratio"] == pytest.approx(100_000 / 22_000_000)
     houlsby = next(r for r in rows if r["method"] == "houlsby")
     assert houlsby["score_std"] is None  # one seed: no std, logged as null rather than NaN
+    # Each setting's budget: these runs predate budget columns, so it is the 100 steps they trained.
+    assert {(r["budget_unit"], r["budget"], r["budget_inferred"]) for r in rows} == {("steps", 100, True)}
+    assert lora8["n_stopped_early"] == 0 and lora8["train_steps"] == 100
 
     # The scatter is a custom chart over that table: x = trainable_params, y = score_mean.
     config = {}
     for record in records:
         if record.WhichOneof("record_type") == "config":
             config.update(_nested(record.config.update))
+    assert _nested(run.config.update)["budgets"] == ["100 steps"]
     scatter = config["_wandb.visualize.score_vs_params"]
+    assert scatter["panel_config"]["stringSettings"]["title"] == (
+        "Score vs trainable parameters (sweep sweepA, 100 steps)"
+    )
     assert scatter["panel_config"]["panelDefId"] == "wandb/scatter/v0"
     assert scatter["panel_config"]["fieldSettings"] == {"x": "trainable_params", "y": "score_mean"}
