@@ -49,6 +49,8 @@ def flat_config(config: dict[str, Any], record: RunRecord) -> dict[str, Any]:
     flat: dict[str, Any] = {
         "method": record.method, "model": record.model, "task": record.task, "seed": record.seed,
         "rank": record.rank, "lr": record.lr, "sweep_id": record.sweep_id, "run_key": record.run_key,
+        "setting_key": record.setting_key, "budget_unit": record.budget_unit, "budget": record.budget,
+        "warmup_ratio": record.warmup_ratio, "schedule": record.schedule,
     }
     for node in ("method", "model", "task", "train"):
         for key, value in (config.get(node) or {}).items():

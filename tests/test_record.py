@@ -97,3 +97,15 @@ def test_setting_key_is_the_run_key_without_the_seed():
     assert other_seed[0] != base[0] and other_seed[1] == base[1]  # seeds of one setting
     assert other_dir == base  # where results go changes nothing
     assert other_budget[0] != base[0] and other_budget[1] != base[1]  # another budget: another setting
+
+
+def test_wandb_config_carries_the_comparison_keys_and_the_budget():
+    from peftbench.sinks import flat_config
+
+    record = RunRecord(method="lora", seed=1, lr=5e-4, budget_unit="tokens", budget=5000.0, schedule="cosine",
+                       warmup_ratio=0.1, setting_key="abc")
+    flat = flat_config({"train": {"tokens": 5000, "steps": None}, "method": {"target_modules": ["q", "v"]}}, record)
+    assert (flat["budget_unit"], flat["budget"], flat["schedule"], flat["warmup_ratio"]) == ("tokens", 5000.0,
+                                                                                            "cosine", 0.1)
+    assert flat["setting_key"] == "abc" and flat["train.tokens"] == 5000
+    assert flat["method.target_modules"] == '["q", "v"]'  # lists as JSON text: wandb filters on them
