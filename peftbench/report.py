@@ -161,6 +161,7 @@ REPORT_COLUMNS = (
     "final_train_loss",
     "device",
     "eval_on",
+    "setting_key",
 )
 """The subset of columns the report needs (reading fewer columns keeps large files fast)."""
 
@@ -170,9 +171,11 @@ SETTING_KEYS = ("model", "task", "method", "rank", "method_settings", "lr")
 BUDGET_KEYS = ("budget_unit", "budget")
 """The training budget: what it counts (:data:`BUDGET_UNITS`) and how many of them."""
 
-GROUP_KEYS = (*SETTING_KEYS, *BUDGET_KEYS)
+GROUP_KEYS = (*SETTING_KEYS, *BUDGET_KEYS, "setting_key")
 """Runs that agree on all of these (and differ only by seed) form one comparison row: runs with
-different budgets are different settings and are never pooled."""
+different budgets are different settings and are never pooled. ``setting_key`` (the hash of the
+whole resolved config but the seed) also keeps apart runs that differ in any other key (batch size,
+schedule, sequence length...); rows recorded before it existed have it empty and pool as before."""
 
 COMPARE_KEYS = ("model", "task", *BUDGET_KEYS)
 """Settings are compared with each other (best setting, full fine-tuning baseline, Pareto front)
@@ -192,6 +195,7 @@ COMPARISON_COLUMNS = (
     "rank",
     "lr",
     "method_settings",
+    "setting_key",
     "budget_unit",
     "budget",
     "budget_steps",
@@ -274,8 +278,9 @@ NOTES = (
     f"among settings with at least 2 seeds) by a {SIGNIFICANCE_TEST} at alpha={ALPHA:g}: 'tied' = not "
     "distinguishable from the best, 'worse' = significantly below it (p-value shown), 'n/a' = fewer than "
     "2 seeds; each test is separate (no correction for multiple comparisons).",
-    "Runs are grouped when they differ only by seed (same model, task, method, method settings, lr and "
-    "training budget).",
+    "Runs are grouped when they differ only by seed (same model, task, method, method settings, lr, "
+    "training budget and every other config key: the runs' setting_key). Two settings that look alike "
+    "but differ in another key (batch size, schedule...) get '(config <setting_key>)' after their label.",
     "Budget: the training budget each seed was given (steps, epochs, samples or tokens); settings with "
     "different budgets are never pooled, tested against each other or compared with each other's full "
     "fine-tuning. '?' = not recorded; runs recorded before budgets were get the optimizer steps they "
@@ -614,6 +619,8 @@ def _group_frame(df: pd.DataFrame) -> pd.DataFrame:
     unit, amount, inferred = _budget_columns(df)
     frame["budget_unit"] = pd.array(unit, dtype="str")
     frame["budget"] = amount
+    key = df["setting_key"] if "setting_key" in df.columns else pd.Series([""] * len(df))
+    frame["setting_key"] = pd.array(key.fillna("").astype("str").to_numpy(), dtype="str")
     frame = frame.loc[:, list(GROUP_KEYS)]
     frame["_budget_inferred"] = inferred
     return frame
@@ -652,6 +659,18 @@ def _stop_reasons(work: pd.DataFrame, stopped: np.ndarray, table: pd.DataFrame) 
     )
     merged = table.loc[:, list(GROUP_KEYS)].merge(reasons, on=list(GROUP_KEYS), how="left")
     return merged["_reasons"].fillna("").astype("str").tolist()
+
+
+def _tell_apart(table: pd.DataFrame) -> None:
+    """Appends ``(config <setting_key>)`` to labels that would otherwise repeat within one model,
+    task, method and budget: those settings differ in a config key the label does not show."""
+    same = [*COMPARE_KEYS, "method", "setting"]
+    clash = table.duplicated(subset=same, keep=False).to_numpy() & (table["setting_key"] != "").to_numpy()
+    if clash.any():
+        table.loc[clash, "setting"] = [
+            f"{label} (config {key[:6]})" if label else f"(config {key[:6]})"
+            for label, key in zip(table.loc[clash, "setting"], table.loc[clash, "setting_key"], strict=True)
+        ]
 
 
 def comparison_table(df: pd.DataFrame, *, baseline_method: str = BASELINE_METHOD) -> pd.DataFrame:
@@ -785,6 +804,7 @@ def comparison_table(df: pd.DataFrame, *, baseline_method: str = BASELINE_METHOD
         default="mixed",
     )
     table["setting"] = _labels(table["method_settings"], table["lr"])
+    _tell_apart(table)
     table = _add_relative(table, baseline_method)
     table = significance(table)
     table["pareto"] = False

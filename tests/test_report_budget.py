@@ -514,3 +514,22 @@ def test_wandb_names_the_budgets_of_a_sweep(results: Path) -> None:
     assert {"budget_unit", "budget", "n_stopped_early", "train_tokens"} <= set(
         report_wandb.WANDB_TABLE_COLUMNS
     )
+
+
+def test_runs_differing_in_another_config_key_are_not_pooled(tmp_path: Path) -> None:
+    """Two batch sizes of one LoRA setting (same label, same budget) stay apart, by setting_key; the
+    seeds of each still pool, and their labels say which config each row is."""
+    rows = []
+    for key, scores in (("aaaaaa111111", [0.70, 0.72]), ("bbbbbb222222", [0.80, 0.82])):
+        for seed, score in enumerate(scores):
+            rows.append(_run("steps", 150, 150, seed=seed, score=score, setting_key=key, **_lora()))
+    write_runs(tmp_path / "results", rows)
+    table = comparison_table(load_runs(tmp_path / "results"))
+    assert len(table) == 2 and table["n_seeds"].tolist() == [2, 2]
+    by_key = dict(zip(table["setting_key"], table["score_mean"], strict=True))
+    assert by_key == pytest.approx({"aaaaaa111111": 0.71, "bbbbbb222222": 0.81})
+    assert sorted(table["setting"]) == [f"{LORA_SETTING} (config aaaaaa)", f"{LORA_SETTING} (config bbbbbb)"]
+    # Rows recorded before setting_key existed pool as before and keep their plain labels.
+    write_runs(tmp_path / "old", budget_runs())
+    old = comparison_table(load_runs(tmp_path / "old"))
+    assert not old["setting"].str.contains("(config", regex=False).any() and old["n_seeds"].max() == 3
