@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -140,3 +141,31 @@ def test_cuda_run_records_gpu_memory(tiny_bert_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr
     (row,) = _rows(tmp_path)
     assert int(row["peak_gpu_mem_bytes"]) > 0 and row["device"].startswith("cuda")
+
+
+def test_two_sweeps_started_together_keep_their_own_folders_and_ids(tiny_bert_dir, tmp_path):
+    """Two sweeps launched at the same moment into one results_dir: each keeps its Hydra folder (whose
+    overrides `peftbench.best` reads back) and its sweep id. Folder names go down to the microsecond,
+    so they differ even when both sweeps start within the same second."""
+    import yaml
+
+    results = tmp_path / "results"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    procs = {method: subprocess.Popen(
+        [sys.executable, "-m", "peftbench", f"model.name={tiny_bert_dir}", f"method={method}", "train.steps=2",
+         "train.eval_size=16", "train.latency_batches=0", f"results_dir={results}", "wandb.mode=disabled", "-m"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for method in ("lora", "ia3")}
+    for proc in procs.values():
+        assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    folders = sorted((results / "hydra").iterdir())
+    assert len(folders) == 2
+    for folder in folders:
+        assert re.fullmatch(r"sweep_\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d-\d{6}", folder.name), folder.name
+    methods_of = {f.name: yaml.safe_load((f / "multirun.yaml").read_text())["hydra"]["overrides"]["task"]
+                  for f in folders}
+    rows = _rows(results)
+    assert len({r["sweep_id"] for r in rows}) == 2
+    for row in rows:  # each row's sweep id names the folder that holds its own sweep's overrides
+        from peftbench.best import sweep_dir_name
+
+        assert f"method={row['method']}" in methods_of[sweep_dir_name(row["sweep_id"])]
