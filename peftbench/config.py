@@ -340,10 +340,13 @@ class RunConfig:
 
 
 def check_schedule(warmup_ratio: float | None, schedule: str | None, node: str, allow_none: bool = False) -> None:
-    """Refuses a warm-up ratio outside [0, 1) and an unknown schedule name."""
-    if not (warmup_ratio is None and allow_none) and not (warmup_ratio is not None and 0 <= warmup_ratio < 1):
+    """Refuses a warm-up ratio outside [0, 1) and an unknown schedule name (None passes if allowed:
+    ``train.*`` null means "the method's")."""
+    if warmup_ratio is None and allow_none:
+        pass
+    elif warmup_ratio is None or not 0 <= warmup_ratio < 1:
         raise ConfigError(f"{node}.warmup_ratio must be in [0, 1), got {warmup_ratio}")
-    if not (schedule is None and allow_none) and schedule not in SCHEDULES:
+    if schedule not in SCHEDULES and not (schedule is None and allow_none):
         raise ConfigError(f"{node}.schedule={schedule!r} is not one of {', '.join(SCHEDULES)}")
 
 
