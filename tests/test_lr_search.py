@@ -83,3 +83,16 @@ def test_a_failed_trial_does_not_stop_the_search(tiny_bert_dir, tmp_path, capsys
     assert best.main([str(results), "--seeds", "0,1"]) == 0
     out = capsys.readouterr().out
     assert "best of 2 trial(s) (1 failed)" in out and "train.lr=0.001 " in out and "seed=0,1 -m" in out
+
+
+def test_the_rerun_of_a_search_keeps_its_budget(tiny_bert_dir, tmp_path):
+    results = tmp_path / "results"
+    quick = [a for a in QUICK if not a.startswith("train.steps=")]
+    proc = run_cli(["hydra/sweeper=lr_search", "hydra.sweeper.n_trials=2", f"model.name={tiny_bert_dir}",
+                    "budget=samples", "train.samples=40", f"results_dir={results}", *quick, "-m"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = _rows(results)
+    assert [(r["budget_unit"], r["train_samples"]) for r in rows] == [("samples", "40")] * 2
+    (setting,) = best.best_settings(results)
+    command = best.rerun_command(setting, "0,1,2")
+    assert "budget=samples" in command and "train.samples=40" in command  # the seeds get the same budget
