@@ -59,7 +59,6 @@ def main() -> None:
     import torch
 
     from peftbench import runner
-    from peftbench.budget import BatchPlan
     from peftbench.measure import synchronize
     from peftbench.record import RunRecord
     from peftbench.tasks import load_task
@@ -76,10 +75,7 @@ def main() -> None:
     ours, bare = [], []
     for _ in range(args.repeats):
         model = copy.deepcopy(base)
-        lengths = [len(ids) for ids in data.train["input_ids"]]
-        plan = BatchPlan(lengths, checked.run.train.batch_size, *checked.budget, seed=checked.run.seed)
-        loader = torch.utils.data.DataLoader(data.train.with_format("python"), batch_sampler=plan,
-                                             collate_fn=data.kind.collator(tokenizer))  # peftbench's batches
+        loader = runner.train_loader(data, tokenizer, checked)  # peftbench's batches
         bare.append(bare_loop(model, loader, args.steps, checked.lr, checked.run.train.max_grad_norm, warmup,
                               device, synchronize))
         model = copy.deepcopy(base)

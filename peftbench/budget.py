@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-UNITS = ("steps", "epochs", "samples", "tokens")
+from peftbench.record import BUDGET_UNITS
 
 
 class BatchPlan:
@@ -33,8 +33,8 @@ class BatchPlan:
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, unit: str, amount: float, seed: int) -> None:
-        if unit not in UNITS:
-            raise ValueError(f"budget unit {unit!r} is not one of {', '.join(UNITS)}")
+        if unit not in BUDGET_UNITS:
+            raise ValueError(f"budget unit {unit!r} is not one of {', '.join(BUDGET_UNITS)}")
         if not lengths or (unit == "tokens" and not sum(lengths)):
             raise ValueError("the training split is empty")
         self.lengths, self.batch_size, self.unit, self.amount, self.seed = list(lengths), batch_size, unit, amount, seed

@@ -17,9 +17,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 import methods
 from peftbench.errors import ConfigError
+from peftbench.record import BUDGET_UNITS
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-BUDGET_UNITS = ("steps", "epochs", "samples", "tokens")
 SCHEDULES = ("linear", "cosine", "constant")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 
@@ -395,8 +395,8 @@ class Validated:
     method_name: str
     method_lr: float
     method_settings: dict[str, Any]
-    method_warmup_ratio: float = 0.06
-    method_schedule: str = "linear"
+    method_warmup_ratio: float
+    method_schedule: str
 
     @property
     def lr(self) -> float:

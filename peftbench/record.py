@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 STATUSES = ("success", "failed", "cancelled")
+BUDGET_UNITS = ("steps", "epochs", "samples", "tokens")  # what ``budget_unit`` can be
 
 
 @dataclass

@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from peftbench.record import CSV_COLUMNS
+from peftbench.record import CSV_COLUMNS, STATUSES
 
 __all__ = [
     "BASELINE_METHOD",
@@ -92,8 +92,6 @@ SIGNIFICANCE_TEST = "two-sided Welch t-test"
 VS_BEST = ("best", "tied", "worse", "n/a")
 """Values of the ``vs_best`` column: the best setting (highest mean among those with at least 2
 seeds), not distinguishable from it, significantly below it, or not testable (fewer than 2 seeds)."""
-
-STATUSES = ("success", "failed", "cancelled")
 
 INT_COLUMNS = (
     "seed",
@@ -169,7 +167,7 @@ SETTING_KEYS = ("model", "task", "method", "rank", "method_settings", "lr")
 """What a setting is, its training budget aside."""
 
 BUDGET_KEYS = ("budget_unit", "budget")
-"""The training budget: what it counts (:data:`BUDGET_UNITS`) and how many of them."""
+"""The training budget: what it counts (:data:`peftbench.record.BUDGET_UNITS`) and how many of them."""
 
 GROUP_KEYS = (*SETTING_KEYS, *BUDGET_KEYS, "setting_key")
 """Runs that agree on all of these (and differ only by seed) form one comparison row: runs with
@@ -180,9 +178,6 @@ schedule, sequence length...); rows recorded before it existed have it empty and
 COMPARE_KEYS = ("model", "task", *BUDGET_KEYS)
 """Settings are compared with each other (best setting, full fine-tuning baseline, Pareto front)
 only within one model, task and budget."""
-
-BUDGET_UNITS = ("steps", "epochs", "samples", "tokens")
-"""What a training budget can count (the ``budget_unit`` column)."""
 
 STOPPED_MARK = "†"
 """Appended to the score of a setting of which at least one seed stopped before its budget."""
@@ -1095,7 +1090,7 @@ def budget_label(unit: Any, amount: Any) -> str:
     """Renders a training budget for people, e.g. ``150 steps``, ``2.5 epochs``, ``500k tokens``.
 
     Args:
-        unit: What the budget counts (one of :data:`BUDGET_UNITS`); empty when not recorded.
+        unit: What the budget counts (one of :data:`peftbench.record.BUDGET_UNITS`); empty when not recorded.
         amount: How many of them; None/NaN when not recorded.
 
     Returns:

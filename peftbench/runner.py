@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import itertools
 import json
 import math
 import random
@@ -182,21 +183,19 @@ def build_model(checked: Validated, device: torch.device, record: RunRecord) -> 
     return model.to(device), tokenizer
 
 
-def make_loader(dataset, collate, batch_size: int, shuffle: bool, seed: int = 0) -> torch.utils.data.DataLoader:
-    generator = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(dataset.with_format("python"), batch_size=batch_size, shuffle=shuffle,
-                                       generator=generator, collate_fn=collate)
+def train_loader(data: TaskData, tokenizer, checked: Validated) -> torch.utils.data.DataLoader:
+    """The training batches of the run's budget, in the seed's order (:class:`BatchPlan`); its
+    ``len`` is the budget's optimizer steps."""
+    lengths = pyarrow.compute.list_value_length(data.train.with_format("arrow")["input_ids"]).to_pylist()
+    plan = BatchPlan(lengths, checked.run.train.batch_size, *checked.budget, seed=checked.run.seed)
+    return torch.utils.data.DataLoader(data.train.with_format("python"), batch_sampler=plan,
+                                       collate_fn=data.kind.collator(tokenizer))
 
 
-def batches(loader, total_steps: int):
-    """``total_steps`` batches, cycling through epochs (each reshuffled by the loader's generator)."""
-    step = 0
-    while True:
-        for batch in loader:
-            if step == total_steps:
-                return
-            step += 1
-            yield step, batch
+def eval_loader(dataset, data: TaskData, tokenizer, checked: Validated) -> torch.utils.data.DataLoader:
+    """Batches of an evaluation split, in order."""
+    return torch.utils.data.DataLoader(dataset.with_format("python"), batch_size=checked.run.train.eval_batch_size,
+                                       collate_fn=data.kind.collator(tokenizer))
 
 
 @dataclass
@@ -219,11 +218,8 @@ def train(model: nn.Module, tokenizer, data: TaskData, checked: Validated, devic
     """AdamW on the planned batches of the budget, with the run's warm-up and schedule; loss read every
     ``log_every`` steps; evaluation every ``eval_every`` steps, with early stopping if configured."""
     t = checked.run.train
-    lengths = pyarrow.compute.list_value_length(data.train.with_format("arrow")["input_ids"]).to_pylist()
-    plan = BatchPlan(lengths, t.batch_size, *checked.budget, seed=checked.run.seed)
-    loader = torch.utils.data.DataLoader(data.train.with_format("python"), batch_sampler=plan,
-                                         collate_fn=data.kind.collator(tokenizer))
-    total = stats.budget_steps = len(plan)
+    loader = train_loader(data, tokenizer, checked)
+    total = stats.budget_steps = len(loader)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=checked.lr, weight_decay=t.weight_decay)
     scheduler = make_schedule(optimizer, checked.schedule, int(checked.warmup_ratio * total), total)
@@ -306,7 +302,7 @@ def evaluate(model: nn.Module, tokenizer, data: TaskData, checked: Validated, de
     """Scores the evaluation split (or the extra evaluation ``split``); returns ``(score, evaluation
     samples/s, every metric value)``."""
     dataset = data.eval if split is None else data.extra_evals[split]
-    loader = make_loader(dataset, data.kind.collator(tokenizer), checked.run.train.eval_batch_size, shuffle=False)
+    loader = eval_loader(dataset, data, tokenizer, checked)
     model.eval()
     predictions, references = [], []
     progress = Progress(len(loader), "eval")
@@ -369,8 +365,8 @@ def measure_inference(record: RunRecord, model: nn.Module, tokenizer, data: Task
     n = checked.run.train.latency_batches
     if n == 0:
         return
-    loader = make_loader(data.eval, data.kind.collator(tokenizer), checked.run.train.eval_batch_size, shuffle=False)
-    inputs = [{k: v.to(device) for k, v in b.items() if k != "labels"} for _, b in batches(loader, n)]
+    loader = eval_loader(data.eval, data, tokenizer, checked)
+    inputs = [{k: v.to(device) for k, v in b.items() if k != "labels"} for b in itertools.islice(loader, n)]
     model.eval()
     record.infer_latency_ms = forward_latency_ms(model, inputs, device)
     if is_mergeable(checked.method_name):
