@@ -49,8 +49,10 @@ from methods.base import (
     MethodConfigError,
     MethodSpec,
     check_positive_int,
+    check_targets,
     freeze_all,
     is_linear,
+    linear_dims,
     match_modules,
     replace_module,
 )
@@ -97,13 +99,7 @@ class BottleneckConfig:
             raise MethodConfigError(
                 f"train_layer_norms must be true or false, got {self.train_layer_norms!r}"
             )
-        if self.target_modules is not None and not isinstance(self.target_modules, str):
-            self.target_modules = list(self.target_modules)
-            if not self.target_modules or not all(isinstance(t, str) for t in self.target_modules):
-                raise MethodConfigError(
-                    f"target_modules must be a regex string or a non-empty list of module names, "
-                    f"got {self.target_modules!r}"
-                )
+        self.target_modules = check_targets(self.target_modules)
 
     def bottleneck_for(self, hidden: int) -> int:
         """The bottleneck width for a projection with ``hidden`` output features."""
@@ -162,10 +158,8 @@ class AdapterLinear(nn.Module):
 
     def __init__(self, base: nn.Module, bottleneck: int, non_linearity: str, prefix: str) -> None:
         super().__init__()
-        self.fan_in_fan_out = not isinstance(base, nn.Linear)
-        self.weight = base.weight
-        self.bias = base.bias
-        in_features, out_features = self.weight.shape if self.fan_in_fan_out else self.weight.shape[::-1]
+        self.fan_in_fan_out, in_features, out_features = linear_dims(base)
+        self.weight, self.bias = base.weight, base.bias
         self.in_features, self.out_features = in_features, out_features
         self.prefix = prefix
         self.adapter_name = f"{prefix}adapter"

@@ -119,6 +119,26 @@ def check_positive_int(value: Any, key: str) -> None:
         raise MethodConfigError(f"{key} must be a positive integer, got {value!r}")
 
 
+def check_targets(value: Any, key: str = "target_modules", allow_empty: bool = False) -> Any:
+    """A ``*_modules`` setting as given: None, a regex string, or a list of module names (returned
+    as a ``list``; an empty one only where ``allow_empty``)."""
+    if value is None or isinstance(value, str):
+        return value
+    value = list(value)
+    if (not value and not allow_empty) or not all(isinstance(t, str) for t in value):
+        kind = "a list" if allow_empty else "a non-empty list"
+        raise MethodConfigError(f"{key} must be a regex string or {kind} of module names, got {value!r}")
+    return value
+
+
+def linear_dims(base: nn.Module) -> tuple[bool, int, int]:
+    """``(fan_in_fan_out, in_features, out_features)`` of an ``nn.Linear`` (weight ``out x in``) or a
+    GPT-2 ``Conv1D`` (weight ``in x out``: fan_in_fan_out)."""
+    fan_in_fan_out = not isinstance(base, nn.Linear)
+    in_features, out_features = base.weight.shape if fan_in_fan_out else base.weight.shape[::-1]
+    return fan_in_fan_out, in_features, out_features
+
+
 def replace_module(model: nn.Module, qualified_name: str, new: nn.Module) -> None:
     """Swaps the submodule at ``qualified_name`` (e.g. ``encoder.layer.0.attention.self.query``)."""
     parent_name, _, child = qualified_name.rpartition(".")

@@ -48,25 +48,17 @@ from torch import nn
 from methods.base import (
     MethodConfigError,
     MethodSpec,
+    check_targets,
     each,
     freeze_all,
     is_linear,
+    linear_dims,
     match_modules,
     replace_module,
 )
 from methods.targets import default_targets
 
 OUTPUT, INPUT, FUSED_KV = "output", "input", "fused_kv"
-
-
-def _check_targets(value: Any, key: str) -> Any:
-    """``None``, a regex string, or a (possibly empty) list of module names."""
-    if value is None or isinstance(value, str):
-        return value
-    value = list(value)
-    if not all(isinstance(t, str) for t in value):
-        raise MethodConfigError(f"{key} must be a regex string or a list of module names, got {value!r}")
-    return value
 
 
 @dataclass
@@ -88,9 +80,9 @@ class IA3Config:
     fused_qkv_modules: Any = None
 
     def __post_init__(self) -> None:
-        self.target_modules = _check_targets(self.target_modules, "target_modules")
-        self.feedforward_modules = _check_targets(self.feedforward_modules, "feedforward_modules")
-        self.fused_qkv_modules = _check_targets(self.fused_qkv_modules, "fused_qkv_modules")
+        # An empty list is allowed here: none of that kind.
+        for key in ("target_modules", "feedforward_modules", "fused_qkv_modules"):
+            setattr(self, key, check_targets(getattr(self, key), key, allow_empty=True))
 
 
 class IA3Linear(nn.Module):
@@ -111,10 +103,8 @@ class IA3Linear(nn.Module):
 
     def __init__(self, base: nn.Module, mode: str) -> None:
         super().__init__()
-        self.fan_in_fan_out = not isinstance(base, nn.Linear)
-        self.weight = base.weight
-        self.bias = base.bias
-        in_features, out_features = self.weight.shape if self.fan_in_fan_out else self.weight.shape[::-1]
+        self.fan_in_fan_out, in_features, out_features = linear_dims(base)
+        self.weight, self.bias = base.weight, base.bias
         self.in_features, self.out_features = in_features, out_features
         self.mode = mode
         if mode == INPUT:

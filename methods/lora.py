@@ -14,9 +14,11 @@ from methods.base import (
     MethodConfigError,
     MethodSpec,
     check_positive_int,
+    check_targets,
     each,
     freeze_all,
     is_linear,
+    linear_dims,
     match_modules,
     replace_module,
 )
@@ -48,13 +50,7 @@ class LoraConfig:
             raise MethodConfigError(f"alpha must be a positive number, got {self.alpha!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise MethodConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if self.target_modules is not None and not isinstance(self.target_modules, str):
-            self.target_modules = list(self.target_modules)
-            if not self.target_modules or not all(isinstance(t, str) for t in self.target_modules):
-                raise MethodConfigError(
-                    f"target_modules must be a regex string or a non-empty list of module names, "
-                    f"got {self.target_modules!r}"
-                )
+        self.target_modules = check_targets(self.target_modules)
 
     @property
     def scaling(self) -> float:
@@ -75,10 +71,8 @@ class LoraLinear(nn.Module):
 
     def __init__(self, base: nn.Module, config: LoraConfig) -> None:
         super().__init__()
-        self.fan_in_fan_out = not isinstance(base, nn.Linear)
-        self.weight = base.weight
-        self.bias = base.bias
-        in_features, out_features = self.weight.shape if self.fan_in_fan_out else self.weight.shape[::-1]
+        self.fan_in_fan_out, in_features, out_features = linear_dims(base)
+        self.weight, self.bias = base.weight, base.bias
         self.in_features, self.out_features = in_features, out_features
         factory = {"device": self.weight.device, "dtype": self.weight.dtype}
         self.lora_A = nn.Parameter(torch.empty(config.rank, in_features, **factory))
