@@ -12,20 +12,16 @@ from peftbench.config import TaskConfig, TrainConfig
 from peftbench.errors import ConfigError
 from peftbench.task_kinds import IGNORE_INDEX, extract_answer, make_kind
 from peftbench.tasks import arithmetic_rows, load_task
-from tests.test_models import byte_tokenizer, compose_run, save_tiny, tiny_model
+from tests.test_models import (  # noqa: F401 (one_torch_thread: autouse)
+    byte_tokenizer,
+    compose_run,
+    one_torch_thread,
+    save_tiny,
+    tiny_model,
+)
 
 FAST = ["train.steps=3", "train.batch_size=4", "train.eval_size=6", "train.eval_batch_size=4", "train.log_every=1",
         "train.measure_warmup_steps=0", "train.latency_batches=1", "wandb.mode=disabled", "task.max_new_tokens=4"]
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models on one thread: on a busy 2-core machine, two threads spin-wait on each other and a
-    tiny matmul takes milliseconds instead of microseconds (tens of times slower overall)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
