@@ -1,6 +1,6 @@
 """PEFT methods, one module each, usable without the peftbench harness.
 
-    from methods import get_method
+    from . import get_method
     spec = get_method("lora")
     model = spec.apply(model, spec.config_cls(r=8))
 
@@ -8,8 +8,8 @@ A new method is one module here with a config dataclass, ``apply`` and a ``SPEC`
 below, plus ``conf/method/<name>.yaml`` for the harness.
 """
 
-from methods import adapters, full, ia3, lora, prefix
-from methods.base import MethodConfigError, MethodSpec, get_method, method_names, register
+from . import adapters, full, ia3, lora, prefix
+from .base import MethodConfigError, MethodSpec, get_method, method_names, register
 
 # One line per built-in method, in the order listings show them.
 register(full.SPEC)

@@ -41,22 +41,23 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from methods.base import (
+from .base import (
+    LinearWrapper,
     MethodConfigError,
     MethodSpec,
     check_positive_int,
     check_targets,
-    freeze_all,
     is_linear,
     linear_dims,
     match_modules,
+    refuse_reapply,
     replace_module,
+    wrap_modules,
 )
-from methods.targets import default_targets
+from .targets import default_targets
 
 NON_LINEARITIES: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -142,7 +143,7 @@ class Bottleneck(nn.Module):
         return h + self.up(self.act(self.down(h)))
 
 
-class AdapterLinear(nn.Module):
+class AdapterLinear(LinearWrapper):
     """A linear projection followed by a bottleneck adapter on its output.
 
     ``y = h + up(act(down(h)))`` with ``h = W x + b``. The base ``weight`` and ``bias`` keep their
@@ -157,16 +158,10 @@ class AdapterLinear(nn.Module):
     """
 
     def __init__(self, base: nn.Module, bottleneck: int, non_linearity: str, prefix: str) -> None:
-        super().__init__()
-        self.fan_in_fan_out, in_features, out_features = linear_dims(base)
-        self.weight, self.bias = base.weight, base.bias
-        self.in_features, self.out_features = in_features, out_features
+        super().__init__(base)
         self.prefix = prefix
         self.adapter_name = f"{prefix}adapter"
-        adapter = Bottleneck(
-            out_features, bottleneck, non_linearity, device=self.weight.device, dtype=self.weight.dtype
-        )
-        self.add_module(self.adapter_name, adapter)
+        self.add_module(self.adapter_name, Bottleneck(self.out_features, bottleneck, non_linearity, **self.factory))
 
     @property
     def adapter(self) -> Bottleneck:
@@ -174,8 +169,7 @@ class AdapterLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x: ``(..., in)``. Returns: ``(..., out)``."""
-        weight = self.weight.T if self.fan_in_fan_out else self.weight
-        return self.adapter(F.linear(x, weight, self.bias))
+        return self.adapter(self.base_forward(x))
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, bottleneck={self.adapter.down.out_features}"
@@ -232,18 +226,13 @@ def is_norm(module: nn.Module) -> bool:
 
 
 def _apply(model: nn.Module, config: BottleneckConfig, method: str, prefix: str) -> nn.Module:
-    if any(
-        getattr(m, "prefix", None) == prefix
-        for m in model.modules()
-        if isinstance(m, (AdapterLinear, NormOffset))
-    ):
-        raise MethodConfigError(f"{method} adapters are already applied to this model")
+    refuse_reapply(model, (AdapterLinear, NormOffset), f"{method} adapters",
+                   lambda m: getattr(m, "prefix", None) == prefix)
     targets = config.target_modules if config.target_modules is not None else default_targets(model, method)
     names = match_modules(model, targets, is_linear)
     widths = {}
     for name in names:  # validate everything before touching the model
-        base = model.get_submodule(name)
-        hidden = base.weight.shape[1] if not isinstance(base, nn.Linear) else base.weight.shape[0]
+        hidden = linear_dims(model.get_submodule(name))[2]
         widths[name] = config.bottleneck_for(hidden)
         if widths[name] < 1:
             raise MethodConfigError(
@@ -255,11 +244,7 @@ def _apply(model: nn.Module, config: BottleneckConfig, method: str, prefix: str)
         raise MethodConfigError(
             f"{method}: train_layer_norms is set but {type(model).__name__} has no norm layers"
         )
-    freeze_all(model)
-    for name in names:
-        replace_module(
-            model, name, AdapterLinear(model.get_submodule(name), widths[name], config.non_linearity, prefix)
-        )
+    wrap_modules(model, names, lambda name, base: AdapterLinear(base, widths[name], config.non_linearity, prefix))
     for name in norms:
         replace_module(model, name, NormOffset(model.get_submodule(name), prefix))
     return model

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 try:  # GPT-2 keeps its projections in a transposed "Conv1D" (weight shape: in x out).
@@ -137,6 +139,65 @@ def linear_dims(base: nn.Module) -> tuple[bool, int, int]:
     fan_in_fan_out = not isinstance(base, nn.Linear)
     in_features, out_features = base.weight.shape if fan_in_fan_out else base.weight.shape[::-1]
     return fan_in_fan_out, in_features, out_features
+
+
+class LinearWrapper(nn.Module):
+    """Base of the layers that wrap one linear layer (LoRA, IA3, adapters, ...).
+
+    It keeps the base layer's ``weight`` and ``bias`` under their own names, so the base model's
+    state-dict keys are unchanged and a method only adds keys under its prefix. A subclass holds only
+    its own idea: its parameters, its ``forward`` and, where it can, ``merge``/``unmerge``.
+
+    Args:
+        base: the ``nn.Linear`` (weight ``out x in``) or GPT-2 ``Conv1D`` (weight ``in x out``) to wrap.
+
+    Attributes:
+        fan_in_fan_out: the weight is stored ``in x out`` (GPT-2's ``Conv1D``).
+        in_features, out_features: the layer's input and output widths.
+        merged: the method's update is folded into ``weight`` (``forward`` then runs the base only).
+    """
+
+    def __init__(self, base: nn.Module) -> None:
+        super().__init__()
+        self.fan_in_fan_out, self.in_features, self.out_features = linear_dims(base)
+        self.weight, self.bias = base.weight, base.bias
+        self.merged = False
+
+    @property
+    def factory(self) -> dict[str, Any]:
+        """``device`` and ``dtype`` for the method's new tensors: those of the base weight."""
+        return {"device": self.weight.device, "dtype": self.weight.dtype}
+
+    def base_weight(self) -> torch.Tensor:
+        """The base weight as ``out x in`` (a view, whatever the storage layout)."""
+        return self.weight.T if self.fan_in_fan_out else self.weight
+
+    def as_stored(self, matrix: torch.Tensor) -> torch.Tensor:
+        """An ``out x in`` matrix laid out like ``self.weight`` (transposed for ``Conv1D``)."""
+        return matrix.T if self.fan_in_fan_out else matrix
+
+    def base_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The wrapped layer itself: ``W0 x + b``. Args: x: ``(..., in)``. Returns: ``(..., out)``."""
+        return F.linear(x, self.base_weight(), self.bias)
+
+
+def refuse_reapply(
+    model: nn.Module, layer: type | tuple[type, ...], method: str, same: Callable[[nn.Module], bool] | None = None
+) -> None:
+    """Raises if ``model`` already holds a ``layer`` (for which ``same`` holds): a method applies once."""
+    if any(isinstance(m, layer) and (same is None or same(m)) for m in model.modules()):
+        raise MethodConfigError(f"{method} is already applied to this model")
+
+
+def wrap_modules(model: nn.Module, names: Iterable[str], make: Callable[[str, nn.Module], nn.Module]) -> nn.Module:
+    """Freezes ``model``, then replaces each named module by ``make(name, module)``; returns ``model``.
+
+    Callers validate everything first, so a refused setting leaves the model untouched.
+    """
+    freeze_all(model)
+    for name in list(names):
+        replace_module(model, name, make(name, model.get_submodule(name)))
+    return model
 
 
 def replace_module(model: nn.Module, qualified_name: str, new: nn.Module) -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from methods.base import MethodSpec
+from .base import MethodSpec
 
 
 @dataclass

@@ -42,21 +42,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from methods.base import (
+from .base import (
+    LinearWrapper,
     MethodConfigError,
     MethodSpec,
     check_targets,
     each,
-    freeze_all,
     is_linear,
     linear_dims,
     match_modules,
-    replace_module,
+    refuse_reapply,
+    wrap_modules,
 )
-from methods.targets import default_targets
+from .targets import default_targets
 
 OUTPUT, INPUT, FUSED_KV = "output", "input", "fused_kv"
 
@@ -85,7 +85,7 @@ class IA3Config:
             setattr(self, key, check_targets(getattr(self, key), key, allow_empty=True))
 
 
-class IA3Linear(nn.Module):
+class IA3Linear(LinearWrapper):
     """A linear layer whose output or input is rescaled by a learned vector (Liu et al. 2022, sec. 3.3).
 
     * ``mode="output"``: ``y = l * (W x + b)``, ``l`` of width ``out`` (``l_k``, ``l_v``).
@@ -102,10 +102,8 @@ class IA3Linear(nn.Module):
     """
 
     def __init__(self, base: nn.Module, mode: str) -> None:
-        super().__init__()
-        self.fan_in_fan_out, in_features, out_features = linear_dims(base)
-        self.weight, self.bias = base.weight, base.bias
-        self.in_features, self.out_features = in_features, out_features
+        super().__init__(base)
+        in_features, out_features = self.in_features, self.out_features
         self.mode = mode
         if mode == INPUT:
             self.start, width = 0, in_features
@@ -119,12 +117,7 @@ class IA3Linear(nn.Module):
             self.start, width = out_features // 3, out_features - out_features // 3
         else:
             raise ValueError(f"unknown IA3 mode {mode!r}")
-        self.ia3_l = nn.Parameter(torch.ones(width, device=self.weight.device, dtype=self.weight.dtype))
-        self.merged = False
-
-    def _base_weight(self) -> torch.Tensor:
-        """The base weight as ``out x in``."""
-        return self.weight.T if self.fan_in_fan_out else self.weight
+        self.ia3_l = nn.Parameter(torch.ones(width, **self.factory))
 
     def output_scale(self) -> torch.Tensor:
         """The factor on the whole output, ``(out,)`` (ones on a fused projection's query part)."""
@@ -135,10 +128,10 @@ class IA3Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x: ``(..., in)``. Returns: ``(..., out)``."""
         if self.merged:
-            return F.linear(x, self._base_weight(), self.bias)
+            return self.base_forward(x)
         if self.mode == INPUT:
-            return F.linear(x * self.ia3_l, self._base_weight(), self.bias)
-        return F.linear(x, self._base_weight(), self.bias) * self.output_scale()
+            return self.base_forward(x * self.ia3_l)
+        return self.base_forward(x) * self.output_scale()
 
     @torch.no_grad()
     def _rescale(self, factor: torch.Tensor) -> None:
@@ -230,18 +223,13 @@ def resolve_targets(model: nn.Module, config: IA3Config) -> dict[str, str]:
 
 def apply(model: nn.Module, config: IA3Config) -> nn.Module:
     """Wraps each selected linear layer of ``model`` in :class:`IA3Linear` and freezes the rest."""
-    if any(isinstance(m, IA3Linear) for m in model.modules()):
-        raise MethodConfigError("IA3 is already applied to this model")
+    refuse_reapply(model, IA3Linear, "IA3")
     modes = resolve_targets(model, config)
     for name, mode in modes.items():  # validate before touching the model
-        base = model.get_submodule(name)
-        out = base.weight.shape[0] if isinstance(base, nn.Linear) else base.weight.shape[1]
+        out = linear_dims(model.get_submodule(name))[2]
         if mode == FUSED_KV and out % 3:
             raise MethodConfigError(f"fused_qkv module {name} has output width {out}, not divisible by 3")
-    freeze_all(model)
-    for name, mode in modes.items():
-        replace_module(model, name, IA3Linear(model.get_submodule(name), mode))
-    return model
+    return wrap_modules(model, modes, lambda name, base: IA3Linear(base, modes[name]))
 
 
 def merge(model: nn.Module) -> nn.Module:

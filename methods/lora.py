@@ -10,19 +10,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.base import (
+from .base import (
+    LinearWrapper,
     MethodConfigError,
     MethodSpec,
     check_positive_int,
     check_targets,
     each,
-    freeze_all,
     is_linear,
-    linear_dims,
     match_modules,
-    replace_module,
+    refuse_reapply,
+    wrap_modules,
 )
-from methods.targets import default_targets
+from .targets import default_targets
 
 
 @dataclass
@@ -57,7 +57,7 @@ class LoraConfig:
         return self.alpha / (math.sqrt(self.rank) if self.use_rslora else self.rank)
 
 
-class LoraLinear(nn.Module):
+class LoraLinear(LinearWrapper):
     """A linear layer with a trainable low-rank update (Hu et al. 2021, eq. 3).
 
     ``h = W0 x + b + (alpha / r) * B A dropout(x)`` with ``A: r x in``, ``B: out x r``. ``B`` starts at
@@ -70,31 +70,21 @@ class LoraLinear(nn.Module):
     """
 
     def __init__(self, base: nn.Module, config: LoraConfig) -> None:
-        super().__init__()
-        self.fan_in_fan_out, in_features, out_features = linear_dims(base)
-        self.weight, self.bias = base.weight, base.bias
-        self.in_features, self.out_features = in_features, out_features
-        factory = {"device": self.weight.device, "dtype": self.weight.dtype}
-        self.lora_A = nn.Parameter(torch.empty(config.rank, in_features, **factory))
-        self.lora_B = nn.Parameter(torch.zeros(out_features, config.rank, **factory))
+        super().__init__(base)
+        self.lora_A = nn.Parameter(torch.empty(config.rank, self.in_features, **self.factory))
+        self.lora_B = nn.Parameter(torch.zeros(self.out_features, config.rank, **self.factory))
         # Same init as the reference implementation: Kaiming-uniform A, zero B.
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         self.lora_dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
         self.scaling = config.scaling
-        self.merged = False
-
-    def _base_weight(self) -> torch.Tensor:
-        """The base weight as ``out x in``."""
-        return self.weight.T if self.fan_in_fan_out else self.weight
 
     def delta_weight(self) -> torch.Tensor:
         """``scaling * B @ A`` laid out like ``self.weight``."""
-        delta = (self.lora_B @ self.lora_A) * self.scaling
-        return delta.T if self.fan_in_fan_out else delta
+        return self.as_stored((self.lora_B @ self.lora_A) * self.scaling)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x: ``(..., in)``. Returns: ``(..., out)``."""
-        out = F.linear(x, self._base_weight(), self.bias)
+        out = self.base_forward(x)
         if self.merged:
             return out
         low_rank = F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.lora_B)
@@ -118,14 +108,10 @@ class LoraLinear(nn.Module):
 
 def apply(model: nn.Module, config: LoraConfig) -> nn.Module:
     """Wraps each targeted linear layer of ``model`` in :class:`LoraLinear` and freezes the rest."""
-    if any(isinstance(m, LoraLinear) for m in model.modules()):
-        raise MethodConfigError("LoRA is already applied to this model")
+    refuse_reapply(model, LoraLinear, "LoRA")
     targets = config.target_modules if config.target_modules is not None else default_targets(model, "lora")
     names = match_modules(model, targets, is_linear)
-    freeze_all(model)
-    for name in names:
-        replace_module(model, name, LoraLinear(model.get_submodule(name), config))
-    return model
+    return wrap_modules(model, names, lambda _, base: LoraLinear(base, config))
 
 
 def merge(model: nn.Module) -> nn.Module:

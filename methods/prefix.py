@@ -75,7 +75,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from methods.base import MethodConfigError, MethodSpec, check_positive_int, freeze_all
+from .base import MethodConfigError, MethodSpec, check_positive_int, freeze_all
 
 
 @dataclass

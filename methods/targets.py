@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 from torch import nn
 
-from methods.base import MethodConfigError
+from .base import MethodConfigError
 
 
 @functools.cache

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from peftbench.callbacks import SWEEP_ID_ENV
 from peftbench.config import RunConfig, TrainConfig, WandbConfig, register_configs
+from peftbench.resources import CONFIG_SEARCH_PATH, config_groups
 
 register_configs()
 
@@ -43,7 +44,7 @@ def sweep_objective(score: float | str | None) -> float:
     return value if math.isfinite(value) else FAILED_TRIAL_SCORE
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=CONFIG_SEARCH_PATH, config_name="config")
 def hydra_main(cfg: DictConfig) -> float | None:
     from peftbench.runner import already_done, run  # torch loads only once the config composed
 
@@ -75,14 +76,14 @@ def hydra_main(cfg: DictConfig) -> float | None:
 NESTED = {"train": TrainConfig, "wandb": WandbConfig}
 
 
-# Config groups that set keys of other nodes (``budget=tokens`` sets ``train.*``) and are no key themselves.
-GLOBAL_GROUPS = tuple(sorted(p.name for p in (Path(__file__).parent.parent / "conf").iterdir()
-                             if p.is_dir() and p.name not in {f.name for f in fields(RunConfig)} | {"hydra"}))
+def global_groups() -> list[str]:
+    """Config groups that set keys of other nodes (``budget=tokens`` sets ``train.*``) and are no key themselves."""
+    return [g for g in config_groups() if g not in {f.name for f in fields(RunConfig)} | {"hydra"}]
 
 
 def check_override_keys(args: list[str]) -> str | None:
     """An error message for a ``key=value`` argument whose key does not exist, else None."""
-    top_keys = [f.name for f in fields(RunConfig)] + list(GLOBAL_GROUPS)
+    top_keys = [f.name for f in fields(RunConfig)] + global_groups()
     for arg in args:
         if arg.startswith(("-", "+", "~")) or "=" not in arg:
             continue

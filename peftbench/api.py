@@ -6,9 +6,9 @@ from typing import Any
 
 from torch import nn
 
-import methods
-import methods.base
-from methods.targets import head_names
+from peftbench import methods
+from peftbench.methods.base import method_state_dict
+from peftbench.methods.targets import head_names
 
 
 def apply_method(model: nn.Module, method: str, train_head: bool = True, **settings: Any) -> nn.Module:
@@ -55,7 +55,7 @@ def method_state(model: nn.Module, method: str) -> dict[str, Any]:
     """What a checkpoint of the fine-tuned model must hold on top of the base model: the method's
     own tensors (every tensor for methods without a prefix, such as full fine-tuning) plus anything
     else that trained (the task head)."""
-    state = methods.base.method_state_dict(model, methods.get_method(method))
+    state = method_state_dict(model, methods.get_method(method))
     trained = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad and name not in state}
     return {**state, **trained}
 

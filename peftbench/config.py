@@ -15,7 +15,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-import methods
+from peftbench import methods
+from peftbench.answers import EXTRACTORS
 from peftbench.errors import ConfigError
 from peftbench.record import BUDGET_UNITS
 
@@ -167,6 +168,7 @@ class ModelConfig:
 
 
 TASK_SOURCES = ("vader", "datasets", "local", "arithmetic")
+TASK_KINDS = ("classification", "causal_lm", "seq2seq")  # peftbench.task_kinds.KINDS, in order
 
 
 @dataclass
@@ -245,10 +247,8 @@ class TaskConfig:
     num_eval: int = 200
 
     def __post_init__(self) -> None:
-        from peftbench.task_kinds import EXTRACTORS, KINDS
-
-        if self.kind not in KINDS:
-            raise ConfigError(f"task.kind={self.kind!r} is not one of {', '.join(KINDS)}")
+        if self.kind not in TASK_KINDS:
+            raise ConfigError(f"task.kind={self.kind!r} is not one of {', '.join(TASK_KINDS)}")
         if self.source not in TASK_SOURCES:
             raise ConfigError(f"task.source={self.source!r} is not one of {', '.join(TASK_SOURCES)}")
         if self.source == "datasets" and not self.path:

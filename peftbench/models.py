@@ -21,9 +21,8 @@ from torch import nn
 
 from peftbench.config import ModelConfig, TaskConfig
 from peftbench.errors import ConfigError
+from peftbench.resources import config_group
 from peftbench.task_kinds import get_kind
-
-CONF_MODELS = Path(__file__).resolve().parent.parent / "conf" / "model"
 
 
 def model_source(cfg: ModelConfig) -> str:
@@ -152,7 +151,7 @@ def load_model(cfg: ModelConfig, task: TaskConfig) -> tuple[nn.Module, object]:
     try:
         config = AutoConfig.from_pretrained(source, **kind.config_overrides(task), **common)
     except (OSError, ValueError) as err:
-        known = ", ".join(sorted(p.stem for p in CONF_MODELS.glob("*.yaml")))
+        known = ", ".join(config_group("model"))
         where = "no such local folder, and " if not os.path.isdir(source) else ""
         raise ConfigError(
             f"model.name={cfg.name!r} could not be loaded: {where}the Hugging Face Hub did not provide "

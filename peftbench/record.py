@@ -84,6 +84,7 @@ class RunRecord:
     transformers_version: str = ""
     git_sha: str = ""
     git_dirty: bool | None = None
+    git_source: str = ""  # which repository git_sha describes: working_directory or peftbench_source
     hostname: str = ""
     package_versions: str = ""
     config_json: str = ""

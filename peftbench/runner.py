@@ -125,7 +125,7 @@ def describe(record: RunRecord, config: dict[str, Any]) -> None:
     record.run_key = run_key(config)
     record.setting_key = run_key({k: v for k, v in config.items() if k != "seed"})
     record.config_json = json.dumps(config, sort_keys=True, default=str)
-    record.git_sha, record.git_dirty = provenance.git_state()
+    record.git_sha, record.git_dirty, record.git_source = provenance.git_state(Path.cwd())
     packages = provenance.package_versions()
     record.package_versions = json.dumps(packages, sort_keys=True)
     record.python_version, record.torch_version = packages["python"], packages["torch"]

@@ -13,60 +13,16 @@ generation kinds know their prompt template, answer extractor and generation len
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-from peftbench.config import TaskConfig
+from peftbench.answers import extract_answer
+from peftbench.config import TASK_KINDS, TaskConfig
 
 IGNORE_INDEX = -100  # label of tokens the loss skips (prompt, padding)
-
-
-def _normalise_number(text: str) -> str:
-    """``"1,234."`` -> ``"1234"``, ``"$5"`` -> ``"5"``, ``"7.50"`` -> ``"7.5"``, ``"3.0"`` -> ``"3"``."""
-    text = text.replace(",", "").replace("$", "").strip().rstrip(".")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
-
-
-NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
-
-
-def first_number(text: str) -> str:
-    """The first number in ``text``, normalised; ``""`` if there is none."""
-    found = NUMBER.search(text)
-    return _normalise_number(found.group()) if found else ""
-
-
-def last_number(text: str) -> str:
-    """The last number in ``text``, normalised; ``""`` if there is none."""
-    found = NUMBER.findall(text)
-    return _normalise_number(found[-1]) if found else ""
-
-
-def gsm8k_answer(text: str) -> str:
-    """GSM8K's final answer: the number after ``####`` (how its solutions end), else the last one."""
-    if "####" in text:
-        return first_number(text.split("####", 1)[1]) or last_number(text)
-    return last_number(text)
-
-
-EXTRACTORS: dict[str, Callable[[str], str]] = {
-    "strip": str.strip,
-    "first_line": lambda text: (text.strip().splitlines() or [""])[0].strip(),
-    "first_number": first_number,
-    "last_number": last_number,
-    "gsm8k": gsm8k_answer,
-}
-
-
-def extract_answer(text: str, extractor: str) -> str:
-    """Applies the named answer extractor (see ``EXTRACTORS``) to a generated or reference text."""
-    return EXTRACTORS[extractor](text)
 
 
 class TaskKind:
@@ -286,6 +242,8 @@ class Seq2Seq(_Generation):
 
 
 KINDS: dict[str, type[TaskKind]] = {kind.name: kind for kind in (Classification, CausalLM, Seq2Seq)}
+if tuple(KINDS) != TASK_KINDS:  # the config checks task.kind against TASK_KINDS without importing torch
+    raise RuntimeError(f"task kinds {tuple(KINDS)} differ from config.TASK_KINDS {TASK_KINDS}")
 
 
 def make_kind(task: TaskConfig) -> TaskKind:

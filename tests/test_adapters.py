@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from methods import get_method
-from methods.adapters import AdapterLinear, Bottleneck, NormOffset
-from methods.base import MethodConfigError, method_state_dict
+from peftbench.methods import get_method
+from peftbench.methods.adapters import AdapterLinear, Bottleneck, NormOffset
+from peftbench.methods.base import MethodConfigError, method_state_dict
 from tests.tiny_models import FAMILIES
 
 HOULSBY, PFEIFFER = get_method("houlsby"), get_method("pfeiffer")

@@ -7,8 +7,8 @@ import copy
 import pytest
 import torch
 
-from methods import MethodConfigError
 from peftbench import apply_method, count_parameters
+from peftbench.methods import MethodConfigError
 from tests.tiny_models import bert, gpt2, mlp
 
 

@@ -7,7 +7,7 @@ import csv
 import pytest
 from hydra import compose, initialize_config_dir
 
-import methods
+from peftbench import methods
 from peftbench.config import register_configs, validate
 from peftbench.errors import ConfigError
 from tests.conftest import REPO, run_cli

@@ -10,9 +10,9 @@ from peft import IA3Config as PeftIA3Config
 from peft import get_peft_model
 from torch import nn
 
-from methods import get_method
-from methods.base import MethodConfigError
-from methods.ia3 import IA3Config, IA3Linear
+from peftbench.methods import get_method
+from peftbench.methods.base import MethodConfigError
+from peftbench.methods.ia3 import IA3Config, IA3Linear
 from tests.tiny_models import FAMILIES
 
 # Our defaults, written as peft targets (peft's target_modules include the feed-forward modules).

@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from methods import get_method
-from methods.base import is_method_param, method_state_dict
-from methods.targets import head_names
+from peftbench.methods import get_method
+from peftbench.methods.base import is_method_param, method_state_dict
+from peftbench.methods.targets import head_names
 from tests.cases import all_cases
 from tests.tiny_models import FAMILIES
 

@@ -137,7 +137,7 @@ def test_hub_model_configs_load_through_the_hub_path(option, tmp_path, monkeypat
     """The config's hub id resolves offline from a (fake) HF cache: the real ``from_pretrained`` path."""
     import huggingface_hub.constants
 
-    from methods.targets import default_targets
+    from peftbench.methods.targets import default_targets
     from peftbench.models import load_model
 
     family, kind = MODEL_FAMILIES[option]

@@ -9,7 +9,7 @@ import peft
 import pytest
 import torch
 
-from methods import get_method
+from peftbench.methods import get_method
 from tests.tiny_models import FAMILIES
 
 TARGETS = {"bert": ["query", "value"], "roberta": ["query", "value"], "gpt2": ["c_attn"],

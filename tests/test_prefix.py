@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from methods import MethodConfigError, get_method
-from methods.prefix import PrefixConfig, flatten_prefix, prefix_key_values
+from peftbench.methods import MethodConfigError, get_method
+from peftbench.methods.prefix import PrefixConfig, flatten_prefix, prefix_key_values
 from tests.tiny_models import FAMILIES
 
 SPEC = get_method("prefix")

@@ -4,35 +4,23 @@ Loaded with ``evaluate.load("<this folder>")``; computes the fraction of predict
 references, optionally weighted.
 """
 
-import datasets
-import evaluate
-
-_DESCRIPTION = "Accuracy: the share of predictions equal to their reference, (sum of correct) / N."
-_INPUTS = """
-Args:
-    predictions (list of int): predicted labels.
-    references (list of int): true labels.
-    normalize (bool): return the fraction (True, default) or the number of correct predictions.
-    sample_weight (list of float): optional weight per example.
-Returns:
-    accuracy (float): in [0, 1] when normalized.
-"""
+from peftbench.metrics import base
 
 
-class Accuracy(evaluate.Metric):
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_INPUTS,
-            features=datasets.Features(
-                {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
-            ),
-        )
+class Accuracy(base.PairedMetric):
+    VALUE_TYPE = "int64"
+    DESCRIPTION = "Accuracy: the share of predictions equal to their reference, (sum of correct) / N."
+    INPUTS = """
+    Args:
+        predictions (list of int): predicted labels.
+        references (list of int): true labels.
+        normalize (bool): return the fraction (True, default) or the number of correct predictions.
+        sample_weight (list of float): optional weight per example.
+    Returns:
+        accuracy (float): in [0, 1] when normalized.
+    """
 
-    def _compute(self, predictions, references, normalize=True, sample_weight=None):
-        if len(predictions) != len(references):
-            raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    def score(self, predictions, references, normalize=True, sample_weight=None):
         weights = sample_weight if sample_weight is not None else [1.0] * len(predictions)
         correct = sum(w for p, r, w in zip(predictions, references, weights, strict=True) if p == r)
         total = sum(weights)

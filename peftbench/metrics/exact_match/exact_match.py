@@ -4,34 +4,22 @@ The share of predictions equal to their reference after stripping surrounding wh
 task's answer extraction has already been applied to both).
 """
 
-import datasets
-import evaluate
-
-_DESCRIPTION = "Exact match: the share of predicted strings equal to their reference string."
-_INPUTS = """
-Args:
-    predictions (list of str): predicted answers.
-    references (list of str): reference answers.
-    ignore_case (bool): compare case-insensitively (False by default).
-Returns:
-    exact_match (float): in [0, 1].
-"""
+from peftbench.metrics import base
 
 
-class ExactMatch(evaluate.Metric):
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_INPUTS,
-            features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
-            ),
-        )
+class ExactMatch(base.PairedMetric):
+    VALUE_TYPE = "string"
+    DESCRIPTION = "Exact match: the share of predicted strings equal to their reference string."
+    INPUTS = """
+    Args:
+        predictions (list of str): predicted answers.
+        references (list of str): reference answers.
+        ignore_case (bool): compare case-insensitively (False by default).
+    Returns:
+        exact_match (float): in [0, 1].
+    """
 
-    def _compute(self, predictions, references, ignore_case=False):
-        if len(predictions) != len(references):
-            raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    def score(self, predictions, references, ignore_case=False):
         if not references:
             return {"exact_match": 0.0}
 

@@ -4,34 +4,22 @@ Binary F1 of the positive class: ``2 * precision * recall / (precision + recall)
 is no true positive.
 """
 
-import datasets
-import evaluate
-
-_DESCRIPTION = "F1: the harmonic mean of precision and recall of the positive class (binary tasks)."
-_INPUTS = """
-Args:
-    predictions (list of int): predicted labels.
-    references (list of int): true labels.
-    pos_label (int): the positive class, 1 by default.
-Returns:
-    f1 (float): in [0, 1].
-"""
+from peftbench.metrics import base
 
 
-class F1(evaluate.Metric):
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_INPUTS,
-            features=datasets.Features(
-                {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
-            ),
-        )
+class F1(base.PairedMetric):
+    VALUE_TYPE = "int64"
+    DESCRIPTION = "F1: the harmonic mean of precision and recall of the positive class (binary tasks)."
+    INPUTS = """
+    Args:
+        predictions (list of int): predicted labels.
+        references (list of int): true labels.
+        pos_label (int): the positive class, 1 by default.
+    Returns:
+        f1 (float): in [0, 1].
+    """
 
-    def _compute(self, predictions, references, pos_label=1):
-        if len(predictions) != len(references):
-            raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    def score(self, predictions, references, pos_label=1):
         pairs = list(zip(predictions, references, strict=True))
         true_pos = sum(1 for p, r in pairs if p == pos_label and r == pos_label)
         false_pos = sum(1 for p, r in pairs if p == pos_label and r != pos_label)

@@ -9,33 +9,21 @@ denominator term is 0 (a constant prediction or reference).
 import math
 from collections import Counter
 
-import datasets
-import evaluate
-
-_DESCRIPTION = "Matthews correlation: a balanced measure of classification quality in [-1, 1]."
-_INPUTS = """
-Args:
-    predictions (list of int): predicted labels.
-    references (list of int): true labels.
-Returns:
-    matthews_correlation (float): in [-1, 1]; 0 is no better than chance.
-"""
+from peftbench.metrics import base
 
 
-class MatthewsCorrelation(evaluate.Metric):
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_INPUTS,
-            features=datasets.Features(
-                {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
-            ),
-        )
+class MatthewsCorrelation(base.PairedMetric):
+    VALUE_TYPE = "int64"
+    DESCRIPTION = "Matthews correlation: a balanced measure of classification quality in [-1, 1]."
+    INPUTS = """
+    Args:
+        predictions (list of int): predicted labels.
+        references (list of int): true labels.
+    Returns:
+        matthews_correlation (float): in [-1, 1]; 0 is no better than chance.
+    """
 
-    def _compute(self, predictions, references):
-        if len(predictions) != len(references):
-            raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    def score(self, predictions, references):
         samples = len(references)
         correct = sum(1 for p, r in zip(predictions, references, strict=True) if p == r)
         predicted, true = Counter(predictions), Counter(references)

@@ -8,17 +8,7 @@ over the examples. ``rougeL`` comes first in the result, so it is the task's sco
 import re
 from collections import Counter
 
-import datasets
-import evaluate
-
-_DESCRIPTION = "ROUGE (Lin 2004): n-gram and longest-common-subsequence overlap F-measures, averaged."
-_INPUTS = """
-Args:
-    predictions (list of str): generated texts.
-    references (list of str): reference texts.
-Returns:
-    rougeL, rouge1, rouge2 (float): mean F-measures in [0, 1].
-"""
+from peftbench.metrics import base
 
 
 def tokens(text):
@@ -51,20 +41,18 @@ def lcs_length(a, b):
     return previous[-1]
 
 
-class Rouge(evaluate.Metric):
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_INPUTS,
-            features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
-            ),
-        )
+class Rouge(base.PairedMetric):
+    VALUE_TYPE = "string"
+    DESCRIPTION = "ROUGE (Lin 2004): n-gram and longest-common-subsequence overlap F-measures, averaged."
+    INPUTS = """
+    Args:
+        predictions (list of str): generated texts.
+        references (list of str): reference texts.
+    Returns:
+        rougeL, rouge1, rouge2 (float): mean F-measures in [0, 1].
+    """
 
-    def _compute(self, predictions, references):
-        if len(predictions) != len(references):
-            raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    def score(self, predictions, references):
         totals = {"rougeL": 0.0, "rouge1": 0.0, "rouge2": 0.0}
         for prediction, reference in zip(predictions, references, strict=True):
             pred, ref = tokens(prediction), tokens(reference)

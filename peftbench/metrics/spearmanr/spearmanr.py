@@ -4,19 +4,7 @@ Pearson's r of the ranks, where tied values share the mean of the ranks they spa
 side is constant.
 """
 
-import math
-
-import datasets
-import evaluate
-
-_DESCRIPTION = "Spearman rank correlation between predicted and reference scores, in [-1, 1]."
-_INPUTS = """
-Args:
-    predictions (list of float): predicted scores.
-    references (list of float): reference scores.
-Returns:
-    spearmanr (float): in [-1, 1].
-"""
+from peftbench.metrics import base
 
 
 def ranks(values):
@@ -34,27 +22,16 @@ def ranks(values):
     return result
 
 
-def _pearson(xs, ys):
-    n = len(xs)
-    mean_x, mean_y = sum(xs) / n, sum(ys) / n
-    cov = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True))
-    var_x = sum((x - mean_x) ** 2 for x in xs)
-    var_y = sum((y - mean_y) ** 2 for y in ys)
-    return 0.0 if var_x == 0 or var_y == 0 else float(cov / math.sqrt(var_x * var_y))
+class Spearmanr(base.PairedMetric):
+    VALUE_TYPE = "float64"
+    DESCRIPTION = "Spearman rank correlation between predicted and reference scores, in [-1, 1]."
+    INPUTS = """
+    Args:
+        predictions (list of float): predicted scores.
+        references (list of float): reference scores.
+    Returns:
+        spearmanr (float): in [-1, 1].
+    """
 
-
-class Spearmanr(evaluate.Metric):
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_INPUTS,
-            features=datasets.Features(
-                {"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}
-            ),
-        )
-
-    def _compute(self, predictions, references):
-        if len(predictions) != len(references):
-            raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
-        return {"spearmanr": _pearson(ranks(list(predictions)), ranks(list(references)))}
+    def score(self, predictions, references):
+        return {"spearmanr": base.pearson(ranks(predictions), ranks(references))}

@@ -1,0 +1,1 @@
+"""peftbench's Hydra configs, installed as the package ``peftbench.conf`` (see peftbench.resources)."""
