@@ -1,5 +1,8 @@
 """Reading ``runs.csv``: the torn last line of a crash, malformed rows, and each column's type.
 
+The types come from the record (:func:`peftbench.record.column_types`): one schema for the CSV the
+harness writes and the frame the report reads.
+
 Everything above this room (grouping, statistics, rendering) takes the :class:`pandas.DataFrame`
 that :func:`load_runs` returns.
 """
@@ -16,39 +19,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from peftbench.record import CSV_COLUMNS, STATUSES
+from peftbench.record import CSV_COLUMNS, STATUSES, column_types
 
 RUNS_FILENAME = "runs.csv"
 """Name of the file the harness appends to inside a results directory."""
 
-INT_COLUMNS = (
-    "seed",
-    "rank",
-    "trainable_params",
-    "total_params",
-    "peak_gpu_mem_bytes",
-    "peak_gpu_reserved_bytes",
-    "peak_rss_bytes",
-    "budget_steps",
-    "train_steps",
-    "train_samples",
-    "train_tokens",
-    "num_threads",
-)
-FLOAT_COLUMNS = (
-    "lr",
-    "trainable_pct",
-    "train_samples_per_s",
-    "train_tokens_per_s",
-    "train_time_s",
-    "budget",
-    "warmup_ratio",
-    "eval_samples_per_s",
-    "score",
-    "final_train_loss",
-)
-DATETIME_COLUMNS = ("started_at", "finished_at")
-BOOL_COLUMNS = ("git_dirty", "stopped_early")
+_TYPES = column_types()
+INT_COLUMNS = tuple(name for name, kind in _TYPES.items() if kind == "int")
+"""Columns read as nullable ``Int64`` (float64 where a value is not whole): RunRecord's ``int`` fields."""
+FLOAT_COLUMNS = tuple(name for name, kind in _TYPES.items() if kind == "float")
+"""Columns read as ``float64``: RunRecord's ``float`` fields."""
+BOOL_COLUMNS = tuple(name for name, kind in _TYPES.items() if kind == "bool")
+"""Columns read as nullable ``boolean``: RunRecord's ``bool`` fields."""
+DATETIME_COLUMNS = tuple(name for name, kind in _TYPES.items() if kind == "datetime")
+"""Columns read as UTC timestamps: RunRecord's fields with ``column_type`` "datetime"."""
 
 RUN_COLUMNS = tuple(CSV_COLUMNS)
 """The columns the harness writes, in order. Older files may lack some; newer ones may add more."""
@@ -160,10 +144,11 @@ def load_runs(
             Requested columns that the file lacks are added empty.
 
     Returns:
-        One row per run. Integer columns (``seed``, ``rank``, parameter counts, byte counts, ...)
-        are nullable ``Int64``, measurements are ``float64`` (NaN where not applicable),
-        ``started_at``/``finished_at`` are UTC timestamps, ``git_dirty`` is nullable boolean and
-        the remaining columns are strings ("" where empty).
+        One row per run, each column typed as :class:`peftbench.record.RunRecord` declares it:
+        integer columns (``seed``, ``rank``, parameter counts, byte counts, ...) are nullable
+        ``Int64``, measurements are ``float64`` (NaN where not applicable), ``started_at`` and
+        ``finished_at`` are UTC timestamps, ``git_dirty`` and ``stopped_early`` are nullable boolean
+        and the remaining columns (and unknown extra ones) are strings ("" where empty).
 
     Raises:
         FileNotFoundError: If there is no ``runs.csv`` at the given place.
