@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from peftbench.record import CSV_COLUMNS, RunRecord, column_types
+from peftbench.record import CSV_COLUMNS, RunRecord, append_csv_row, column_types
 from peftbench.report import load_runs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -174,9 +174,19 @@ def test_column_types_cover_every_csv_column_from_the_record() -> None:
             assert annotations[name].startswith(kind), name
 
 
+SAMPLE_VALUES = {"int": 3, "float": 0.25, "bool": True, "str": "x", "datetime": "2026-11-20T10:00:00+00:00"}
+
+
 @pytest.fixture(scope="module")
-def golden_runs() -> pd.DataFrame:
-    return load_runs(GOLDEN_RUNS)
+def golden_runs(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    """The golden runs, plus one row with a value in every column the record declares (columns added
+    after the golden file was written are typed on that row)."""
+    folder = tmp_path_factory.mktemp("typed")
+    (folder / "runs.csv").write_bytes(GOLDEN_RUNS.read_bytes())
+    values = {name: SAMPLE_VALUES[kind] for name, kind in column_types().items()}
+    full = RunRecord(**{**values, "status": "success", "budget_unit": "steps"})
+    append_csv_row(folder / "runs.csv", full.to_row())
+    return load_runs(folder)
 
 
 @pytest.mark.parametrize("name", CSV_COLUMNS)
