@@ -15,7 +15,7 @@ from tests.test_report_data import known_runs, write_runs
 wandb = pytest.importorskip("wandb")
 from wandb.proto import wandb_internal_pb2  # noqa: E402
 
-from peftbench.report_wandb import WANDB_TABLE_COLUMNS, log_sweep_to_wandb  # noqa: E402
+from peftbench.report.wandb_table import WANDB_TABLE_COLUMNS, log_sweep_to_wandb  # noqa: E402
 
 _BLOCK = 32 * 1024
 _HEADER = 7  # per-record header: CRC-32 (4 bytes), length (2 bytes, little endian), type (1 byte)
