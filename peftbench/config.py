@@ -296,6 +296,70 @@ class WandbConfig:
             raise ConfigError(f"wandb.mode={self.mode!r} is not one of {', '.join(WANDB_MODES)}")
 
 
+REFERENCE_BUILTIN = "python_docs"  # the reference text shipped with Python itself (peftbench/forgetting.py)
+
+
+@dataclass
+class ForgettingConfig:
+    """How much a fine-tune changed what the pretrained model knew, on a reference text held out from
+    the task (``peftbench/forgetting.py``).
+
+    Attributes:
+        enabled: measure ``representation_drift`` (and ``ref_loss_delta`` for causal LMs); costs two
+            forward passes over ``samples`` sentences.
+        reference: ``python_docs`` (the English prose of Python's own documentation, shipped with every
+            Python: offline), a local text file (one sentence or paragraph per line), or a Hugging Face
+            dataset id (with ``config_name``, ``split`` and ``column``).
+        config_name, split, column: the dataset's configuration, split and text column (hub datasets).
+        samples: sentences of the reference used (a fixed, evenly spread selection).
+        max_length: tokens per sentence after truncation.
+        batch_size: sentences per forward pass.
+    """
+
+    enabled: bool = True
+    reference: str = REFERENCE_BUILTIN
+    config_name: str | None = None
+    split: str = "train"
+    column: str = "text"
+    samples: int = 256
+    max_length: int = 64
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        for key in ("samples", "max_length", "batch_size"):
+            _positive(getattr(self, key), f"forgetting.{key}")
+        if not self.reference:
+            raise ConfigError(
+                f"forgetting.reference must be {REFERENCE_BUILTIN!r}, a local text file or a hub dataset id, got ''"
+            )
+
+
+@dataclass
+class SpectrumConfig:
+    """The singular values of the learned weight update ``W - W0`` (``peftbench/spectrum.py``).
+
+    Attributes:
+        enabled: compute them once at the end of training (methods that change weight matrices only).
+        exact_max_dim: matrices whose smaller side is at most this get an exact SVD; larger ones a
+            randomized SVD (``torch.svd_lowrank``) of their top ``top_k`` singular values, so the
+            effective and stable ranks of those are computed from the top ``top_k`` values only.
+        top_k: singular values kept for large matrices (and the most stored per layer in the JSON).
+        vectors: top left singular vectors stored per layer (float16) for the subspace similarity of
+            Hu et al. 2021, section 7; 0 stores none.
+    """
+
+    enabled: bool = True
+    exact_max_dim: int = 2048
+    top_k: int = 64
+    vectors: int = 8
+
+    def __post_init__(self) -> None:
+        for key in ("exact_max_dim", "top_k"):
+            _positive(getattr(self, key), f"spectrum.{key}")
+        if isinstance(self.vectors, bool) or not isinstance(self.vectors, int) or not 0 <= self.vectors <= self.top_k:
+            raise ConfigError(f"spectrum.vectors must be an integer in [0, spectrum.top_k={self.top_k}], got {self.vectors!r}")
+
+
 @dataclass
 class RunConfig:
     """One benchmark run; the top-level keys a user types.
@@ -314,6 +378,8 @@ class RunConfig:
             so a hyperparameter search never sees the split final scores are reported on.
         force: run even if ``results_dir`` already holds a successful run of the same config
             (by default such a run is skipped, so rerunning a sweep finishes only what is missing).
+        forgetting: the forgetting measurement (:class:`ForgettingConfig`).
+        spectrum: the learned update's spectrum (:class:`SpectrumConfig`).
     """
 
     method: Any = MISSING
@@ -328,6 +394,8 @@ class RunConfig:
     force: bool = False
     train: TrainConfig = field(default_factory=TrainConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    forgetting: ForgettingConfig = field(default_factory=ForgettingConfig)
+    spectrum: SpectrumConfig = field(default_factory=SpectrumConfig)
 
     def __post_init__(self) -> None:
         _positive(self.rank, "rank", hint=" (LoRA's rank r, for example 2, 4, 8 or 16)")

@@ -78,6 +78,27 @@ class RunRecord:
     infer_latency_ms: float | None = None
     infer_latency_merged_ms: float | None = None
     checkpoint_bytes: int | None = None
+    # Answers (issue 14; docs/answers.md). The learned update's spectrum (peftbench/spectrum.py): mean
+    # over the changed weight matrices of the effective rank (Roy and Vetterli 2007) and of the stable
+    # rank of W - W0; empty for methods that change no weight matrix (adapters, prefix tuning).
+    update_effective_rank: float | None = None
+    update_stable_rank: float | None = None
+    # Forgetting (peftbench/forgetting.py): 1 - linear CKA of base vs tuned final hidden states on
+    # the reference text; tuned - base per-token cross-entropy there (causal LMs); which text.
+    representation_drift: float | None = None
+    ref_loss_delta: float | None = None
+    forgetting_reference: str = ""
+    # Did it learn (peftbench/baseline.py): the majority-class predictor's score on the evaluation
+    # split (classification), and the score before training (with train.eval_at_start).
+    baseline_score: float | None = None
+    zero_shot_score: float | None = None
+    # How busy the machine was while training (peftbench/contention.py).
+    load_avg_1m_start: float | None = None
+    load_avg_1m_end: float | None = None
+    cpu_count: int | None = None
+    cpu_util: float | None = None  # process CPU time / (training wall time x torch threads), CPU runs
+    gpu_other_mem_bytes: int | None = None  # device memory in use at the start not held by our allocator
+    gpu_util_pct: float | None = None
     device: str = ""
     device_name: str = ""
     num_threads: int | None = None
@@ -94,6 +115,8 @@ class RunRecord:
     # the evaluations during training (``train.eval_every``) and at the end.
     loss_curve: list[tuple[int, float]] = field(default_factory=list)
     eval_curve: list[tuple[int, float]] = field(default_factory=list)
+    # Per changed weight matrix: its update's spectrum (peftbench/spectrum.py, Spectrum.layers).
+    update_spectrum: list[dict[str, Any]] = field(default_factory=list)
 
     def fail(self, err: BaseException, status: str = "failed") -> None:
         self.status = status
@@ -110,7 +133,8 @@ class RunRecord:
         return {name: _cell(getattr(self, name)) for name in CSV_COLUMNS}
 
 
-CSV_COLUMNS = [f.name for f in fields(RunRecord) if f.name not in ("loss_curve", "eval_curve")]
+JSON_ONLY = ("loss_curve", "eval_curve", "update_spectrum")  # kept in runs/<run_id>.json, not in the CSV
+CSV_COLUMNS = [f.name for f in fields(RunRecord) if f.name not in JSON_ONLY]
 
 _PYTHON_TYPES = {int: "int", float: "float", bool: "bool", str: "str"}
 

@@ -14,6 +14,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from peftbench import provenance
+from peftbench import forgetting, provenance, spectrum
 from peftbench.api import (
     apply_method,
     count_parameters,
@@ -33,8 +34,10 @@ from peftbench.api import (
     method_state,
     unmerge_method,
 )
+from peftbench.baseline import majority_baseline
 from peftbench.budget import BatchPlan
 from peftbench.config import RECIPE_KEYS, Validated, validate
+from peftbench.contention import Contention, ContentionMeter
 from peftbench.errors import ConfigError
 from peftbench.measure import (
     MemoryMeter,
@@ -54,7 +57,7 @@ from peftbench.tasks import TaskData, load_task
 # Keys that do not change what a run computes, left out of its identity (run_key). The top-level
 # `rank` is there too: methods with a rank carry its resolved value in their own node, and for the
 # others (full fine-tuning) it changes nothing.
-NOT_IN_RUN_KEY = ("results_dir", "wandb", "verbose", "force", "rank", "hydra")
+NOT_IN_RUN_KEY = ("results_dir", "wandb", "verbose", "force", "rank", "hydra", "forgetting", "spectrum")
 
 
 def already_done(cfg: DictConfig) -> dict[str, str] | None:
@@ -91,15 +94,22 @@ def run(cfg: DictConfig, sweep_id: str = "") -> RunRecord:
         seed_everything(checked.run.seed)
         memory = MemoryMeter(device)
         memory.start()
-        model, tokenizer = build_model(checked, device, record)
+        probe = forgetting.Probe(checked.run.forgetting, checked.run.task.kind == "causal_lm", device)
+        model, tokenizer = build_model(checked, device, record, before_method=probe.take_base)
         data = load_task(checked.run.task, tokenizer, checked.run.train, eval_on=checked.run.eval_on)
+        record.baseline_score = majority_baseline(data)
         if checked.run.train.eval_at_start:  # the zero-shot score, as step 0 of the evaluation curve
             stats.eval_curve.append((0, evaluate(model, tokenizer, data, checked, device)[0]))
+            record.zero_shot_score = stats.eval_curve[0][1]
+        w0 = spectrum.snapshot(model, checked.method_name, checked.run.spectrum)
+        busy = ContentionMeter(device).start()
         train(model, tokenizer, data, checked, device, stats)
+        fill_contention(record, busy.stop())
         score(record, model, tokenizer, data, checked, device)
         measure_inference(record, model, tokenizer, data, checked, device)
         record.checkpoint_bytes = len(safetensors_bytes(method_state(model, checked.method_name)))
         fill_measurements(record, stats, memory, checked)  # the memory peak covers all of the above
+        fill_answers(record, spectrum.measure(model, w0, checked.run.spectrum), probe.measure(model))
         del model
     except KeyboardInterrupt as err:
         record.fail(err, status="cancelled")
@@ -172,10 +182,17 @@ def seed_everything(seed: int) -> None:
         np.random.seed(seed)
 
 
-def build_model(checked: Validated, device: torch.device, record: RunRecord) -> tuple[nn.Module, Any]:
-    """Loads the model, applies the method, counts parameters and moves it to the device."""
+def build_model(checked: Validated, device: torch.device, record: RunRecord,
+                before_method: Callable[[nn.Module, Any], None] | None = None) -> tuple[nn.Module, Any]:
+    """Loads the model, applies the method, counts parameters and moves it to the device.
+
+    ``before_method(model, tokenizer)`` sees the pretrained model on the device before the method is
+    applied (the forgetting probe's base states)."""
     run_cfg = checked.run
     model, tokenizer = load_model(run_cfg.model, run_cfg.task)
+    if before_method is not None:
+        model = model.to(device)
+        before_method(model, tokenizer)
     model = apply_method(model, checked.method_name, **checked.method_settings)
     record.trainable_params, record.total_params = count_parameters(model)
     record.trainable_pct = 100.0 * record.trainable_params / record.total_params
@@ -356,6 +373,20 @@ def fill_measurements(record: RunRecord, stats: TrainStats, memory: MemoryMeter,
         record.achieved_flops_per_s = record.train_flops_per_token * record.train_tokens_per_s
         peak_flops_per_s = peak_flops(record.device_name, checked.run.train.precision)
         record.mfu = record.achieved_flops_per_s / peak_flops_per_s if peak_flops_per_s else None
+
+
+def fill_contention(record: RunRecord, busy: Contention) -> None:
+    record.load_avg_1m_start, record.load_avg_1m_end, record.cpu_count = (
+        busy.load_avg_1m_start, busy.load_avg_1m_end, busy.cpu_count)
+    record.cpu_util, record.gpu_other_mem_bytes, record.gpu_util_pct = busy.cpu_util, busy.gpu_other_mem_bytes, busy.gpu_util_pct
+
+
+def fill_answers(record: RunRecord, update: spectrum.Spectrum, forgot: forgetting.Forgetting) -> None:
+    """The learned update's spectrum and the forgetting measures (both taken after the memory peak)."""
+    record.update_effective_rank, record.update_stable_rank = update.effective_rank, update.stable_rank
+    record.update_spectrum = update.layers
+    record.representation_drift, record.ref_loss_delta = forgot.representation_drift, forgot.ref_loss_delta
+    record.forgetting_reference = forgot.reference
 
 
 @torch.no_grad()

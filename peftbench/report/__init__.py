@@ -38,6 +38,9 @@ The package's rooms, each importing only those above it:
 * :mod:`~peftbench.report.display`: headers, rows, notes and the text grid every format shares;
 * :mod:`~peftbench.report.plots`, :mod:`~peftbench.report.html`, :mod:`~peftbench.report.formats`:
   the figures, the HTML page, and text, Markdown, CSV and LaTeX;
+* :mod:`~peftbench.report.answers`: did each setting learn, was the machine busy, which rank, what
+  was forgotten, what is cheapest (issue 14; columns added to the comparison);
+* :mod:`~peftbench.report.summary`: those answers in sentences ("Which method?") and small tables;
 * :mod:`~peftbench.report.sweep_table`: one sweep's table for the end of a multirun;
 * :mod:`~peftbench.report.wandb_table`: a sweep's comparison logged to Weights & Biases;
 * :mod:`~peftbench.report.cli`: the command line.
@@ -48,6 +51,13 @@ is run or a table is logged, so it stays fast on large sweeps.
 
 from __future__ import annotations
 
+from peftbench.report.answers import (
+    CONTENTION_MARK,
+    DID_NOT_LEARN_MARK,
+    did_not_learn,
+    rank_sweeps,
+    setting_answers,
+)
 from peftbench.report.budget import budget_lines, budget_statement, stopped_notes
 from peftbench.report.build import SORT_ALIASES, Report, build_report, resolve_sort_column
 from peftbench.report.cells import STOPPED_MARK, budget_label, human_bytes, human_count
@@ -92,11 +102,20 @@ from peftbench.report.load import (
 )
 from peftbench.report.plots import METHOD_COLORS, PLOT_TITLES, method_color, render_plots, save_plots
 from peftbench.report.stats import ALPHA, CI_LEVEL, SIGNIFICANCE_TEST, VS_BEST, pareto_front, significance
+from peftbench.report.summary import ANSWER_NOTES, answer_sections, which_method
 from peftbench.report.sweep_table import SWEEP_HEADERS, format_sweep_table
 from peftbench.report.wandb_table import WANDB_TABLE_COLUMNS, log_sweep_to_wandb
 
 __all__ = [
     "ALPHA",
+    "ANSWER_NOTES",
+    "CONTENTION_MARK",
+    "DID_NOT_LEARN_MARK",
+    "answer_sections",
+    "did_not_learn",
+    "rank_sweeps",
+    "setting_answers",
+    "which_method",
     "BASELINE_METHOD",
     "BOOL_COLUMNS",
     "BUDGET_KEYS",

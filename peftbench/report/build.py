@@ -8,8 +8,10 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from peftbench.report.answers import ANSWER_COLUMNS, has_answers, rank_sweeps, setting_answers
 from peftbench.report.compare import BASELINE_METHOD, COMPARISON_COLUMNS, comparison_table, failed_runs
 from peftbench.report.load import REPORT_COLUMNS, load_runs, runs_path
+from peftbench.report.summary import answer_sections, which_method
 
 SORT_ALIASES = {
     "params": "trainable_params",
@@ -42,6 +44,11 @@ class Report:
         n_runs: Number of runs read after filtering (all statuses).
         n_search: Runs left out because they are search trials (``eval_on == "search"``: scored on
             the search split, not on the reported evaluation split).
+        which: "Which method?" per model, task and budget: ``[(title, sentences)]``
+            (:func:`peftbench.report.summary.which_method`); empty for runs recorded before the
+            answers' measurements existed.
+        sections: the answers' tables under the comparison
+            (:func:`peftbench.report.summary.answer_sections`).
     """
 
     table: pd.DataFrame
@@ -49,6 +56,8 @@ class Report:
     source: str
     n_runs: int
     n_search: int = 0
+    which: list = dataclasses.field(default_factory=list)
+    sections: list = dataclasses.field(default_factory=list)
 
 
 def _as_list(values: str | Sequence[str] | None) -> list[str] | None:
@@ -103,7 +112,7 @@ def build_report(
     Returns:
         The :class:`Report`.
     """
-    runs = load_runs(results_dir, columns=REPORT_COLUMNS)
+    runs = load_runs(results_dir, columns=(*REPORT_COLUMNS, *ANSWER_COLUMNS))
     n_search = 0
     if not include_search:
         search = (runs["eval_on"] == "search").to_numpy()
@@ -115,6 +124,9 @@ def build_report(
         if chosen is not None:
             runs = runs[runs[column].isin(chosen).to_numpy()]
     table = comparison_table(runs, baseline_method=baseline_method)
+    answered = has_answers(runs)
+    if answered:  # the answers' columns (did it learn, ranks, forgetting, cost), index-aligned
+        table = pd.concat([table, setting_answers(runs, table, results_dir)], axis=1)
     failed = failed_runs(runs)
     chosen_methods = _as_list(methods)
     if chosen_methods is not None:
@@ -125,6 +137,8 @@ def build_report(
         table = table.sort_values(
             column, ascending=not descending, kind="mergesort", na_position="last"
         ).reset_index(drop=True)
+    sweeps = rank_sweeps(table, runs, results_dir) if answered else []
     return Report(
-        table=table, failed=failed, source=str(runs_path(results_dir)), n_runs=len(runs), n_search=n_search
+        table=table, failed=failed, source=str(runs_path(results_dir)), n_runs=len(runs), n_search=n_search,
+        which=which_method(table, sweeps) if answered else [], sections=answer_sections(table, sweeps) if answered else [],
     )

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from peftbench.report.answers import CONTENTION_MARK, DID_NOT_LEARN_MARK, is_marked
 from peftbench.report.budget import stopped_count
 from peftbench.report.build import Report
 from peftbench.report.cells import (
@@ -109,9 +110,11 @@ def display_rows(table: pd.DataFrame) -> list[list[str]]:
                 human_count(rec["trainable_params"]),
                 pct_text(rec["trainable_pct"]),
                 memory_cell(rec["peak_mem_bytes"], rec["mem_kind"]),
-                rate_text(rec["train_tokens_per_s"], rec["train_samples_per_s"]),
+                rate_text(rec["train_tokens_per_s"], rec["train_samples_per_s"])
+                + (CONTENTION_MARK if is_marked(rec.get("contended")) else ""),
                 score_cell(rec["score_mean"], rec["score_std"])
-                + (STOPPED_MARK if stopped_count(rec) else ""),
+                + (STOPPED_MARK if stopped_count(rec) else "")
+                + (DID_NOT_LEARN_MARK if is_marked(rec.get("did_not_learn")) else ""),
                 ci_cell(rec.get("score_ci_low"), rec.get("score_ci_high")),
                 vs_best_cell(rec.get("vs_best"), rec.get("p_vs_best")),
                 str(rec["n_seeds"]),

@@ -19,6 +19,9 @@ from peftbench.report.display import (
     text_grid,
 )
 from peftbench.report.html import render_html
+from peftbench.report.summary import ANSWER_NOTES
+
+_LEFT = {"Method", "Setting", "vs best rank"}
 
 FORMATS = ("text", "markdown", "csv", "latex", "html")
 """Output formats understood by :func:`render` and the command line."""
@@ -31,6 +34,11 @@ def render_text(report: Report, *, error_limit: int = 100) -> str:
     each setting marked as stopped early.
     """
     parts = [f"peftbench report — {summary_line(report)}", ""]
+    if report.which:
+        parts.append("Which method?")
+        for title, lines in report.which:
+            parts.extend([f"-- {title} --", *(f"* {line}" for line in lines)])
+        parts.append("")
     headers = list(DISPLAY_HEADERS[3:])
     rows = display_rows(report.table)
     if not rows:
@@ -45,7 +53,10 @@ def render_text(report: Report, *, error_limit: int = 100) -> str:
         parts.append(text_grid(headers, [rows[i][3:] for i in positions], RIGHT_ALIGNED))
         parts.extend(stopped_notes(sub, with_model_task=False))
         parts.append("")
-    parts.extend(f"* {note}" for note in NOTES)
+    for title, grid_headers, grid_rows, lines in report.sections:
+        right = {h for h in grid_headers if h not in _LEFT}
+        parts.extend([f"== {title} ==", text_grid(grid_headers, grid_rows, right), *lines, ""])
+    parts.extend(f"* {note}" for note in (*NOTES, *(ANSWER_NOTES if report.which else ())))
     parts.append("")
     parts.append(_failed_text(report.failed, error_limit))
     return "\n".join(parts).rstrip() + "\n"
@@ -73,6 +84,11 @@ def _md_table(headers: Sequence[str], rows: list[list[str]], right: set[str] | N
 def render_markdown(report: Report, *, error_limit: int = 300) -> str:
     """Renders the report as GitHub-flavoured Markdown."""
     parts = ["# peftbench report", "", summary_line(report), ""]
+    if report.which:
+        parts.extend(["## Which method?", ""])
+        for title, lines in report.which:
+            parts.extend([f"### {_md_cell(title)}", "", *(f"- {_md_cell(line)}" for line in lines), ""])
+        parts.extend(["## Comparison", ""])
     rows = display_rows(report.table)
     for line in budget_lines(report.table):
         parts.extend([f"**{_md_cell(line)}**" if is_warning(line) else _md_cell(line), ""])
@@ -82,7 +98,11 @@ def render_markdown(report: Report, *, error_limit: int = 300) -> str:
     parts.append("")
     for note in stopped_notes(report.table):
         parts.extend([_md_cell(note), ""])
-    parts.extend(f"- {note}" for note in NOTES)
+    for title, grid_headers, grid_rows, lines in report.sections:
+        right = {h for h in grid_headers if h not in _LEFT}
+        parts.extend([f"### {_md_cell(title)}", "", _md_table(grid_headers, grid_rows, right), ""])
+        parts.extend(line for text in lines for line in (_md_cell(text), ""))
+    parts.extend(f"- {note}" for note in (*NOTES, *(ANSWER_NOTES if report.which else ())))
     parts.extend(["", "## Failed or cancelled runs", ""])
     if report.failed.empty:
         parts.append("None.")
@@ -121,6 +141,12 @@ _LATEX_SPECIAL = {
     "…": r"\ldots{}",
     "†": r"\dag{}",
     "—": "---",
+    "‡": r"\ddag{}",
+    "⊘": r"$\oslash$",
+    "φ": r"$\varphi$",
+    "²": r"$^2$",
+    "–": "--",
+    "’": "'",
 }
 
 
@@ -154,6 +180,17 @@ def render_latex(report: Report, *, error_limit: int = 120) -> str:
         text = latex_escape(line)
         parts.append(r"\par\smallskip " + (rf"\textbf{{{text}}}" if is_warning(line) else text) + r"\par")
     parts.extend([r"\caption{" + latex_escape(" ".join(NOTES[:4])) + "}", r"\end{table}"])
+    for title, lines in report.which:
+        parts.append(r"\paragraph{" + latex_escape(f"Which method? {title}") + "}")
+        parts.extend(latex_escape(line) + r"\par" for line in lines)
+    for title, grid_headers, grid_rows, lines in report.sections:
+        right = {h for h in grid_headers if h not in _LEFT}
+        parts.extend([r"\begin{table}[ht]", r"\centering", r"\scriptsize",
+                      _latex_tabular(grid_headers, grid_rows, right)])
+        parts.extend(r"\par\smallskip " + latex_escape(line) + r"\par" for line in lines)
+        parts.extend([r"\caption{" + latex_escape(title) + "}", r"\end{table}"])
+    if report.which:
+        parts.extend(latex_escape(note) + r"\par" for note in ANSWER_NOTES)
     if not report.failed.empty:
         parts.extend(
             [

@@ -19,6 +19,7 @@ from peftbench.report.display import (
     summary_line,
 )
 from peftbench.report.plots import PLOT_TITLES, render_plots
+from peftbench.report.summary import ANSWER_NOTES
 
 _HTML_STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px; color: #222; }
@@ -83,8 +84,13 @@ def render_html(report: Report, *, plots: dict[str, bytes] | None = None) -> str
         f"<style>{_HTML_STYLE}</style></head><body>",
         "<h1>peftbench report</h1>",
         f"<p>{html.escape(summary_line(report))} Generated {html.escape(generated)}.</p>",
-        "<h2>Comparison</h2>",
     ]
+    if report.which:
+        parts.append("<h2>Which method?</h2>")
+        for title, lines in report.which:
+            parts.append(f"<h3>{html.escape(title)}</h3><ul class=\"answers\">"
+                         + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>")
+    parts.append("<h2>Comparison</h2>")
     rows = display_rows(report.table)
     for line in budget_lines(report.table):
         parts.append(f'<p class="{"warning" if is_warning(line) else "budget"}">{html.escape(line)}</p>')
@@ -98,7 +104,13 @@ def render_html(report: Report, *, plots: dict[str, bytes] | None = None) -> str
     else:
         parts.append("<p>No successful runs to compare.</p>")
     parts.extend(f'<p class="stopped">{html.escape(note)}</p>' for note in stopped_notes(report.table))
-    parts.append('<ul class="notes">' + "".join(f"<li>{html.escape(n)}</li>" for n in NOTES) + "</ul>")
+    for title, grid_headers, grid_rows, lines in report.sections:
+        right = {h for h in grid_headers if h not in ("Method", "Setting", "vs best rank")}
+        parts.append(f"<h3>{html.escape(title)}</h3>")
+        parts.append(_html_table(grid_headers, grid_rows, right, "answers", [""] * len(grid_rows)))
+        parts.extend(f"<p>{html.escape(line)}</p>" for line in lines)
+    notes = (*NOTES, *(ANSWER_NOTES if report.which else ()))
+    parts.append('<ul class="notes">' + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
     if plots:
         parts.append("<h2>Plots</h2>")
         for name, png in plots.items():

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from peftbench.record import STATUSES
+from peftbench.report.answers import DID_NOT_LEARN_MARK, SEARCH_COMMAND, not_learned_keys
 from peftbench.report.cells import (
     STOPPED_MARK,
     budget_label,
@@ -78,7 +79,9 @@ def format_sweep_table(results_dir: str | os.PathLike[str], sweep_id: str) -> st
 
     One line per run (method, rank, learning rate, seed, training budget, optimizer steps taken out
     of the budget's steps, e.g. ``120/150``, trainable parameters and their share of the model, peak
-    memory, throughput, score, status), then the failed or cancelled runs with their error. A run
+    memory, throughput, score, status), then the failed or cancelled runs with their error. A run of a
+    setting that did not learn (its seeds' scores not distinguishable from the majority-class baseline,
+    :func:`peftbench.report.answers.did_not_learn`) has :data:`DID_NOT_LEARN_MARK` after its score. A run
     that stopped before its budget has :data:`STOPPED_MARK` after its steps, explained in a note; a
     warning says when runs of one model and task have different budgets. Never raises on a missing
     or empty file: it says so in the returned text.
@@ -93,7 +96,7 @@ def format_sweep_table(results_dir: str | os.PathLike[str], sweep_id: str) -> st
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RunsFileWarning)
-            runs = load_runs(results_dir, columns=REPORT_COLUMNS)
+            runs = load_runs(results_dir, columns=(*REPORT_COLUMNS, "baseline_score"))
     except FileNotFoundError as error:
         return f"Sweep {sweep_id}: {error}\n"
     runs = runs[(runs["sweep_id"] == str(sweep_id)).to_numpy()]
@@ -114,6 +117,7 @@ def format_sweep_table(results_dir: str | os.PathLike[str], sweep_id: str) -> st
         kind="mergesort",
         na_position="last",
     )
+    lost = not_learned_keys(runs)
     rows = []
     for rec in runs.to_dict("records"):
         if rec["status"] != "success":  # a failed run's partial figures are not results
@@ -137,7 +141,8 @@ def format_sweep_table(results_dir: str | os.PathLike[str], sweep_id: str) -> st
                 memory,
                 rate_text(rec["train_tokens_per_s"], rec["train_samples_per_s"]),
                 score_text(rec["score"])
-                + (f" {rec['metric']}" if rec["metric"] and not missing(rec["score"]) else ""),
+                + (f" {rec['metric']}" if rec["metric"] and not missing(rec["score"]) else "")
+                + (f" {DID_NOT_LEARN_MARK}" if rec["setting_key"] in lost and rec["status"] == "success" else ""),
                 str(rec["status"]),
             ]
         )
@@ -155,6 +160,11 @@ def format_sweep_table(results_dir: str | os.PathLike[str], sweep_id: str) -> st
             reasons[name] = reasons.get(name, 0) + 1
         listed = ", ".join(f"{name}: {n}" for name, n in reasons.items())
         parts.append(f"{STOPPED_MARK} stopped before its budget: {len(stopped)} run(s) ({listed})")
+    if lost:
+        names = sorted({str(m) for m in runs.loc[runs["setting_key"].isin(lost).to_numpy(), "method"]})
+        parts.append(f"{DID_NOT_LEARN_MARK} did not learn (score not distinguishable from the majority-class "
+                     f"baseline): {', '.join(names)}; the learning rate or the budget is the likely cause, search one "
+                     f"with `{SEARCH_COMMAND.format(method=names[0])}`")
     failed = failed_runs(runs)
     if not failed.empty:
         parts.append("Failed or cancelled:")

@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from peftbench.report.answers import has_answers, rank_sweeps, setting_answers
 from peftbench.report.cells import budget_label
 from peftbench.report.compare import COMPARISON_COLUMNS, comparison_table, failed_runs
 
@@ -30,6 +31,12 @@ _NOT_LOGGED = ("method_settings", "score_ci_low", "score_ci_high", "vs_best", "p
 WANDB_TABLE_COLUMNS = tuple(c for c in COMPARISON_COLUMNS if c not in _NOT_LOGGED)
 """Columns of the ``comparison`` table logged to wandb (a subset of the report's columns)."""
 
+ANSWERS_TABLE_COLUMNS = ("model", "task", "method", "setting", "budget_unit", "budget", "n_seeds", "score_mean",
+                         "baseline_score", "did_not_learn", "p_vs_baseline", "update_effective_rank",
+                         "update_stable_rank", "representation_drift", "ref_loss_delta", "train_flops",
+                         "train_time_s", "peak_mem_bytes", "contended")
+RANK_TABLE_COLUMNS = ("method", "rank", "n_seeds", "score_mean", "score_ci_low", "score_ci_high", "vs_best",
+                      "p_vs_best", "update_effective_rank", "update_stable_rank")
 _FAILED_COLUMNS = ("run_id", "status", "model", "task", "method", "setting", "seed", "error")
 
 
@@ -121,6 +128,14 @@ def log_sweep_to_wandb(
                 title=scatter_title,
             ),
         }
+        if has_answers(runs):  # the answers' tables (issue 14): did it learn, forgetting, ranks
+            answered = pd.concat([table, setting_answers(runs, table)], axis=1)
+            payload["answers"] = wandb.Table(columns=list(ANSWERS_TABLE_COLUMNS),
+                                             data=_rows(answered, ANSWERS_TABLE_COLUMNS))
+            ranks = [[s["method"], *(_plain(r.get(c)) for c in RANK_TABLE_COLUMNS[1:])]
+                     for s in rank_sweeps(answered) for r in s["rows"]]
+            if ranks:
+                payload["rank_sweeps"] = wandb.Table(columns=list(RANK_TABLE_COLUMNS), data=ranks)
         if not failed.empty:
             payload["failed_runs"] = wandb.Table(
                 columns=list(_FAILED_COLUMNS), data=_rows(failed, _FAILED_COLUMNS)

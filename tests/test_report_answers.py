@@ -1,0 +1,147 @@
+"""Issue 14, the report side: "Which method?", did-not-learn marks, ranks, forgetting, cost, contention.
+
+The fixed runs files are in ``tests/data/answers/`` (written by ``make_runs.py`` there, which says what
+each holds).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from peftbench.report import build_report, format_sweep_table, render
+from peftbench.report.answers import (
+    DID_NOT_LEARN_MARK,
+    contended,
+    did_not_learn,
+    phi,
+    rank_sweeps,
+)
+from peftbench.report.summary import which_method
+
+DATA = Path(__file__).resolve().parent / "data" / "answers"
+
+
+def _which(folder: str) -> list[str]:
+    report = build_report(DATA / folder)
+    ((title, lines),) = report.which
+    assert title == "sentence-transformers/all-MiniLM-L6-v2 on vader, 150 steps"
+    return lines
+
+
+def test_which_method_names_the_best_the_tied_the_cheapest_the_rank_and_what_did_not_learn():
+    lines = _which("tied")
+    assert lines[0] == "Best: full lr=5e-05, accuracy 0.9200 (95% CI 0.9073–0.9327, 2 seeds)."
+    assert lines[1].startswith("Tied with it (not distinguishable by the Welch test, p >= 0.05): ")
+    for name in ("ia3 lr=0.0005 (0.9175", "rank=4 lr=0.0005 (0.9180", "rank=16 lr=0.0005 (0.9200"):
+        assert name in lines[1]
+    assert "rank=1 " not in lines[1] and "pfeiffer" not in lines[1]
+    assert "fewest trainable parameters: ia3 lr=0.0005 (10k vs the best one’s 22.7M)" in lines[2]
+    assert "least peak memory: ia3 lr=0.0005 (1.03 GiB" in lines[3]
+    assert "fastest: ia3 lr=0.0005 (600 tokens/s ‡ measured under contention)" in lines[4]
+    rank = next(line for line in lines if line.startswith("lora ranks 1, 4, 16"))
+    assert "the smallest rank tied with the best (r=16) is r=4" in rank and "effective rank of 3.00 of 4" in rank
+    not_learned = [line for line in lines if "did not learn" in line]
+    assert len(not_learned) == 1 and not_learned[0].startswith(f"{DID_NOT_LEARN_MARK} pfeiffer lr=0.0005 did not learn")
+    assert "hydra/sweeper=lr_search method=pfeiffer" in not_learned[0]
+    forgetting = next(line for line in lines if line.startswith("Forgetting"))
+    order = [forgetting.index(m) for m in ("pfeiffer", "ia3", "rank=1 ", "rank=4 ", "rank=16 ", "full")]
+    assert order == sorted(order)
+    assert any(line.startswith("Throughput of ia3 lr=0.0005 was measured under contention") for line in lines)
+
+
+def test_which_method_when_nothing_is_tied():
+    lines = _which("untied")
+    assert lines[0].startswith("Best: full lr=5e-05, accuracy 0.9205")
+    assert lines[1] == "No other setting is tied with it: every other setting with 2+ seeds scored below it (Welch test, p < 0.05)."
+    assert not any("Among those" in line or "did not learn" in line or "contention" in line for line in lines)
+
+
+def test_which_method_with_a_single_seed_says_ties_cannot_be_judged():
+    lines = _which("single_seed")
+    assert lines[0] == ("With fewer than 2 seeds per setting, ties cannot be judged: the highest accuracy is "
+                        "full lr=5e-05's 0.9200 (one seed; run seed=0,1,2 to test).")
+    assert not any("Tied" in line or "Best:" in line for line in lines)
+    (lost,) = [line for line in lines if "did not learn" in line]
+    assert "prefix lr=0.0005 did not learn: 0.5560 against the majority-class baseline 0.5535." in lost  # within 0.01
+
+
+@pytest.mark.parametrize("fmt", ["text", "markdown", "latex", "html"])
+def test_every_format_marks_the_setting_that_did_not_learn_and_the_contended_throughput(fmt):
+    out = render(build_report(DATA / "tied"), fmt, **({"plots": {}} if fmt == "html" else {}))
+    mark = r"$\oslash$" if fmt == "latex" else DID_NOT_LEARN_MARK
+    busy = r"\ddag{}" if fmt == "latex" else "‡"
+    pm = r" $\pm$ " if fmt == "latex" else " ± "
+    assert f"0.5535{pm}0.0000{mark}" in out
+    assert f"0.9175{pm}0.0106" in out and f"0.9175{pm}0.0106{mark}" not in out
+    assert f"600 tok/s{busy}" in out and "Which method?" in out
+    assert "hydra/sweeper=lr_search method=pfeiffer" in out.replace(r"\_", "_")
+
+
+def test_csv_carries_the_answers_columns():
+    table = build_report(DATA / "tied").table
+    lost = table.loc[table["did_not_learn"], "method"].tolist()
+    assert lost == ["pfeiffer"]
+    assert table.loc[table["method"] == "ia3", "contended"].item()
+    full = table[table["method"] == "full"].iloc[0]
+    # threshold 0.95 x 0.92: both seeds reach it at step 100 of 150; 4800 samples at 75 samples/s.
+    assert full["time_to_95"] == pytest.approx(100 / 150 * 4800 / 75)
+    assert math.isnan(table.loc[table["method"] == "pfeiffer", "time_to_95"].item())
+    assert full["train_flops"] == pytest.approx(6 * 22_000_000 * 19200)
+    assert "did_not_learn" in render(build_report(DATA / "tied"), "csv").splitlines()[0]
+
+
+def test_the_end_of_sweep_table_marks_it_too():
+    out = format_sweep_table(DATA / "tied", "sweep-tied")
+    marked = [line for line in out.splitlines() if line.rstrip().endswith("success") and DID_NOT_LEARN_MARK in line]
+    assert len(marked) == 2 and all(line.startswith("pfeiffer") for line in marked)
+    assert "did not learn" in out and DID_NOT_LEARN_MARK not in format_sweep_table(DATA / "untied", "sweep-untied")
+
+
+def test_rank_sweep_table_and_subspace_similarity():
+    report = build_report(DATA / "tied")
+    runs = pd.read_csv(DATA / "tied" / "runs.csv", dtype=str, keep_default_na=False)
+    (sweep,) = rank_sweeps(report.table, runs, DATA / "tied")
+    assert [r["rank"] for r in sweep["rows"]] == [1, 4, 16]
+    assert [r["vs_best"] for r in sweep["rows"]] == ["worse", "tied", "best"]
+    assert sweep["smallest_tied_rank"] == 4 and sweep["best_rank"] == 16
+    phis = {s["ranks"]: s["phi"] for s in sweep["similarity"]}
+    assert phis[(4, 16)] == pytest.approx(1.0, abs=0.01)  # the same top 4 directions (to float16)
+    assert phis[(1, 4)] < 0.1 and phis[(1, 16)] < 0.1
+    assert any("Which rank? lora" in title for title, *_ in report.sections)
+
+
+def test_phi_is_hu_et_al_normalised_overlap():
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.standard_normal((50, 6)))
+    assert phi(q, q, 3) == pytest.approx(1.0)
+    assert phi(q[:, :3], q[:, 3:], 3) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_did_not_learn_needs_the_scores_near_the_baseline():
+    assert did_not_learn(np.array([0.5535, 0.5535]), 0.5535) == (True, 1.0)
+    assert did_not_learn(np.array([0.55, 0.557]), 0.5535)[0]  # noise around the baseline
+    assert not did_not_learn(np.array([0.90, 0.60]), 0.5535)[0]  # too noisy to test, but far above it
+    assert not did_not_learn(np.array([0.91, 0.92]), 0.5535)[0]
+    assert did_not_learn(np.array([0.56]), 0.5535) == (True, pytest.approx(math.nan, nan_ok=True))
+    assert not did_not_learn(np.array([0.60]), 0.5535)[0]
+    assert not did_not_learn(np.array([0.5535]), math.nan)[0]
+
+
+def test_contention_rule():
+    runs = pd.DataFrame({"cpu_util": [0.9, 0.3, 0.9, np.nan, np.nan], "load_avg_1m_end": [2.0, 2.0, 9.0, np.nan, np.nan],
+                         "cpu_count": [2, 2, 2, np.nan, np.nan],
+                         "gpu_other_mem_bytes": [np.nan, np.nan, np.nan, 3 * 2**30, 0],
+                         "gpu_util_pct": [np.nan, np.nan, np.nan, np.nan, 0.0]})
+    assert contended(runs).tolist() == [False, True, True, True, False]
+
+
+def test_old_runs_files_get_no_answers():
+    golden = Path(__file__).resolve().parent / "data" / "report_golden"
+    report = build_report(golden)
+    assert report.which == [] and report.sections == [] and "did_not_learn" not in report.table.columns
+    assert which_method(report.table)  # the function itself still answers from the table alone
