@@ -122,7 +122,7 @@ def test_cached_sweep_equals_runs_in_separate_processes(tiny_bert_dir, tmp_path)
     for row in rows:
         stages = json.loads(row["stage_times_s"])
         assert list(stages) == ["setup", "load", "data", "train", "evaluate", "latency", "record"]
-        assert stages["train"] == pytest.approx(float(row["train_time_s"]), abs=0.5)
+        assert stages["train"] >= float(row["train_time_s"]) > 0  # the loop, plus building its loader and optimizer
         assert row["precision"] == "fp32" and row["compile_time_s"] == ""
 
 
