@@ -29,6 +29,9 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from peftbench.report import format_sweep_table, load_runs
+        from peftbench.sinks import wait_for_sinks
+
+        wait_for_sinks()  # the runs' wandb records first: the sweep's table run comes after them
 
         sweep_id = os.environ.get(SWEEP_ID_ENV, "")
         results_dir = Path(str(config.results_dir))

@@ -21,6 +21,8 @@ from peftbench.errors import ConfigError
 from peftbench.record import BUDGET_UNITS
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 SCHEDULES = ("linear", "cosine", "constant")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 
@@ -61,7 +63,15 @@ class TrainConfig:
             selection, allocator growth, lazy initialisation).
         latency_batches: batches timed for the inference latency (merged and unmerged); 0 skips it.
         log_every: steps between loss readings (each reading synchronises the device).
-        precision: fp32, or bf16/fp16 autocast on CUDA.
+        precision: fp32, or bf16 autocast (on CUDA devices with bf16 and on CPUs), or fp16
+            autocast with gradient scaling (CUDA only); elsewhere fp32. The row's ``precision``
+            says which one ran.
+        compile: ``torch.compile`` the model (in place) for training, evaluation and the latency
+            measurement; compilation time is recorded apart as ``compile_time_s`` and left out of
+            the throughput.
+        compile_backend: the ``torch.compile`` backend: inductor (needs a C++ compiler on CPU),
+            aot_eager or eager (for checking that a model traces, not for speed).
+        compile_mode: inductor's mode: default, reduce-overhead (CUDA graphs) or max-autotune.
         eval_at_start: also score the evaluation split before the first step (the zero-shot
             score), recorded as step 0 of the evaluation curve; not counted as training time.
     """
@@ -86,6 +96,9 @@ class TrainConfig:
     latency_batches: int = 5
     log_every: int = 10
     precision: str = "fp32"
+    compile: bool = False
+    compile_backend: str = "inductor"
+    compile_mode: str = "default"
     eval_at_start: bool = False
 
     def __post_init__(self) -> None:
@@ -123,6 +136,13 @@ class TrainConfig:
             raise ConfigError(f"train.measure_warmup_steps must be >= 0, got {self.measure_warmup_steps}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"train.precision={self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.compile_backend not in COMPILE_BACKENDS:
+            raise ConfigError(f"train.compile_backend={self.compile_backend!r} is not one of {', '.join(COMPILE_BACKENDS)}")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ConfigError(f"train.compile_mode={self.compile_mode!r} is not one of {', '.join(COMPILE_MODES)}")
+        if self.compile_mode != "default" and self.compile_backend != "inductor":
+            raise ConfigError(f"train.compile_mode={self.compile_mode!r} is an inductor mode; it needs "
+                              f"train.compile_backend=inductor, got {self.compile_backend!r}")
 
 
 @dataclass

@@ -116,12 +116,17 @@ class ThroughputMeter:
     edges of the timed window (never inside it).
 
     Call :meth:`step_done` after every optimizer step with that step's sample and token counts.
+    ``excluded_clock`` (seconds so far of work that is not training, such as ``torch.compile``'s
+    recompiles) is read at the window's edges and what it grew by inside the window is left out.
     """
 
-    def __init__(self, device: torch.device, warmup_steps: int, clock=time.perf_counter) -> None:
+    def __init__(self, device: torch.device, warmup_steps: int, clock=time.perf_counter,
+                 excluded_clock=None) -> None:
         self.device = device
         self.warmup_steps = warmup_steps
         self.clock = clock
+        self.excluded_clock = excluded_clock
+        self._excluded0 = 0.0
         self.steps = self.samples = self.tokens = 0
         self.timed_steps = 0
         self._t0: float | None = None
@@ -147,12 +152,18 @@ class ThroughputMeter:
     def _start_window(self) -> None:
         synchronize(self.device)
         self._t0 = self.clock()
+        if self.excluded_clock is not None:
+            self._excluded0 = self.excluded_clock()
+
+    def _window_s(self) -> float:
+        excluded = self.excluded_clock() - self._excluded0 if self.excluded_clock is not None else 0.0
+        return self.clock() - self._t0 - excluded
 
     def pause(self) -> None:
         """Stops the clock (for an evaluation inside training); :meth:`resume` restarts it."""
         if self._t0 is not None:
             synchronize(self.device)
-            self.elapsed_s += self.clock() - self._t0
+            self.elapsed_s += self._window_s()
             self._t0 = None
             self._paused = True
 
@@ -164,7 +175,7 @@ class ThroughputMeter:
     def end(self) -> None:
         synchronize(self.device)
         if self._t0 is not None and self.timed_steps:
-            self.elapsed_s += self.clock() - self._t0
+            self.elapsed_s += self._window_s()
             self._t0 = None
 
     def samples_per_s_so_far(self) -> float | None:

@@ -137,7 +137,16 @@ def dequantize_gguf(gguf_path: Path, out: Path) -> None:
 
 
 def load_model(cfg: ModelConfig, task: TaskConfig) -> tuple[nn.Module, object]:
-    """Loads the model with the head of the task's kind, and its tokenizer.
+    """Loads the model with the head of the task's kind, and its tokenizer (see :func:`load_model_with_info`)."""
+    model, tokenizer, _ = load_model_with_info(cfg, task)
+    return model, tokenizer
+
+
+def load_model_with_info(cfg: ModelConfig, task: TaskConfig) -> tuple[nn.Module, object, dict[str, Any]]:
+    """Loads the model with the head of the task's kind, and its tokenizer, and says how: the keys the
+    load initialised rather than read (``new_keys``: the new head) and the ``from_pretrained``
+    arguments besides the weights (``load_kwargs``), for :mod:`peftbench.cache` to build the same
+    model again from the loaded tensors.
 
     Raises:
         ConfigError: if ``model.name`` is neither a local folder nor a loadable hub id, before any
@@ -163,9 +172,10 @@ def load_model(cfg: ModelConfig, task: TaskConfig) -> tuple[nn.Module, object]:
         tokenizer.pad_token = tokenizer.eos_token
     config.pad_token_id = tokenizer.pad_token_id
     auto_class = kind.auto_model_class()
+    load_kwargs = {"dtype": getattr(torch, cfg.dtype), **kind.load_options()}
     try:
-        model = auto_class.from_pretrained(source, config=config, dtype=getattr(torch, cfg.dtype), **common,
-                                           **kind.load_options())
+        model, loading = auto_class.from_pretrained(source, config=config, **common, **load_kwargs,
+                                                    output_loading_info=True)
     except ValueError as err:
         if "Unrecognized configuration class" not in str(err):
             raise
@@ -174,4 +184,7 @@ def load_model(cfg: ModelConfig, task: TaskConfig) -> tuple[nn.Module, object]:
             f"and model.name={cfg.name!r} ({config.model_type}) has none; use "
             + ("an encoder-decoder model such as T5" if kind.name == "seq2seq" else "another model")
         ) from None
-    return model, tokenizer
+    mismatched = {k[0] if isinstance(k, (tuple, list)) else k for k in loading.get("mismatched_keys") or ()}
+    new_keys = sorted(set(loading.get("missing_keys") or ()) | mismatched)
+    return model, tokenizer, {"new_keys": new_keys, "load_kwargs": load_kwargs,
+                              "cacheable": not cfg.trust_remote_code and not getattr(model, "is_quantized", False)}

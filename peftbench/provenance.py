@@ -50,8 +50,18 @@ def git_state(working_dir: Path | None = None) -> tuple[str, bool | None, str]:
     return "", None, ""
 
 
+@functools.cache
+def _package_versions() -> tuple[tuple[str, str], ...]:
+    return tuple(_read_package_versions().items())
+
+
 def package_versions() -> dict[str, str]:
-    """Versions of every package a run depends on, for the per-run JSON and wandb config."""
+    """Versions of every package a run depends on, for the per-run JSON and wandb config (read once
+    per process: each lookup scans the installed distributions)."""
+    return dict(_package_versions())
+
+
+def _read_package_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": sys.version.split()[0]}

@@ -53,6 +53,9 @@ class RunRecord:
     train_samples_per_s: float | None = None
     train_tokens_per_s: float | None = None
     train_time_s: float | None = None
+    compile_time_s: float | None = None  # torch.compile's own compile time (train.compile=true), not in train_time_s' throughput
+    stage_times_s: str = ""  # wall seconds of each stage of the run as JSON: {"setup": ..., "load": ..., "train": ...}
+    precision: str = ""  # the precision training actually ran in: fp32, or bf16/fp16 autocast where the device supports it
     budget_unit: str = ""  # what the training budget counts: steps, epochs, samples or tokens
     budget: float | None = None  # how many of budget_unit (train.steps, .epochs, .samples or .tokens)
     budget_steps: int | None = None  # the optimizer steps the budget works out to (the schedule's length)

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from peftbench import forgetting, provenance, spectrum
+from peftbench import cache, forgetting, provenance, spectrum
 from peftbench.api import (
     apply_method,
     count_parameters,
@@ -48,10 +48,11 @@ from peftbench.measure import (
     synchronize,
     train_flops_per_token,
 )
-from peftbench.models import load_model
+from peftbench.models import load_model_with_info
 from peftbench.progress import Progress
 from peftbench.record import RunRecord
 from peftbench.sinks import save_record
+from peftbench.speed import StageTimer, autocast, compile_model, compile_seconds, used_precision
 from peftbench.tasks import TaskData, load_task
 
 # Keys that do not change what a run computes, left out of its identity (run_key). The top-level
@@ -82,34 +83,47 @@ def run(cfg: DictConfig, sweep_id: str = "") -> RunRecord:
     results_dir = Path(str(cfg.get("results_dir", "results")))
     device = torch.device("cpu")
     stats = TrainStats()
+    stages = StageTimer()  # the record's stage_times_s; the sinks' writing below comes after it
     try:
-        config = OmegaConf.to_container(cfg, resolve=True)
-        describe(record, config)
-        checked = validate(cfg)  # every bad value is refused here, before any work
-        device = pick_device(checked.run.device)
-        record.lr, record.device, record.eval_on = checked.lr, str(device), checked.run.eval_on
-        record.schedule, record.warmup_ratio = checked.schedule, checked.warmup_ratio
-        record.budget_unit, record.budget = checked.budget
-        quiet_libraries(checked.run.verbose)
-        seed_everything(checked.run.seed)
-        memory = MemoryMeter(device)
-        memory.start()
-        probe = forgetting.Probe(checked.run.forgetting, checked.run.task.kind == "causal_lm", device)
-        model, tokenizer = build_model(checked, device, record, before_method=probe.take_base)
-        data = load_task(checked.run.task, tokenizer, checked.run.train, eval_on=checked.run.eval_on)
-        record.baseline_score = majority_baseline(data)
+        with stages("setup"):
+            config = OmegaConf.to_container(cfg, resolve=True)
+            describe(record, config)
+            checked = validate(cfg)  # every bad value is refused here, before any work
+            device = pick_device(checked.run.device)
+            record.lr, record.device, record.eval_on = checked.lr, str(device), checked.run.eval_on
+            record.schedule, record.warmup_ratio = checked.schedule, checked.warmup_ratio
+            record.budget_unit, record.budget = checked.budget
+            record.precision = used_precision(checked.run.train.precision, device)
+            quiet_libraries(checked.run.verbose)
+            seed_everything(checked.run.seed)
+            memory = MemoryMeter(device)
+            memory.start()
+        with stages("load"):
+            probe = forgetting.Probe(checked.run.forgetting, checked.run.task.kind == "causal_lm", device)
+            model, tokenizer = build_model(checked, device, record, before_method=probe.take_base)
+        with stages("data"):  # tokenised once per process for the same tokenizer and settings
+            data = cache.load_task(checked.run.task, checked.run.model, tokenizer, checked.run.train,
+                                   checked.run.eval_on, loader=load_task)
+            record.baseline_score = majority_baseline(data)
+        stats.compile_started_s = compile_seconds() if checked.run.train.compile else None
         if checked.run.train.eval_at_start:  # the zero-shot score, as step 0 of the evaluation curve
-            stats.eval_curve.append((0, evaluate(model, tokenizer, data, checked, device)[0]))
-            record.zero_shot_score = stats.eval_curve[0][1]
-        w0 = spectrum.snapshot(model, checked.method_name, checked.run.spectrum)
-        busy = ContentionMeter(device).start()
-        train(model, tokenizer, data, checked, device, stats)
-        fill_contention(record, busy.stop())
-        score(record, model, tokenizer, data, checked, device)
-        measure_inference(record, model, tokenizer, data, checked, device)
-        record.checkpoint_bytes = len(safetensors_bytes(method_state(model, checked.method_name)))
-        fill_measurements(record, stats, memory, checked)  # the memory peak covers all of the above
-        fill_answers(record, spectrum.measure(model, w0, checked.run.spectrum), probe.measure(model))
+            with stages("evaluate"):
+                stats.eval_curve.append((0, evaluate(model, tokenizer, data, checked, device)[0]))
+                record.zero_shot_score = stats.eval_curve[0][1]
+        with stages("train"):
+            w0 = spectrum.snapshot(model, checked.method_name, checked.run.spectrum)
+            busy = ContentionMeter(device).start()
+            train(model, tokenizer, data, checked, device, stats)
+            fill_contention(record, busy.stop())
+        with stages("evaluate"):
+            score(record, model, tokenizer, data, checked, device)
+        with stages("latency"):
+            measure_inference(record, model, tokenizer, data, checked, device)
+        with stages("record"):
+            record.checkpoint_bytes = len(safetensors_bytes(method_state(model, checked.method_name)))
+            fill_measurements(record, stats, memory, checked)  # the memory peak covers all of the above
+        with stages("answers"):
+            fill_answers(record, spectrum.measure(model, w0, checked.run.spectrum), probe.measure(model))
         del model
     except KeyboardInterrupt as err:
         record.fail(err, status="cancelled")
@@ -118,6 +132,7 @@ def run(cfg: DictConfig, sweep_id: str = "") -> RunRecord:
         record.fail(err)
     finally:
         fill_progress(record, stats)
+        record.stage_times_s = stages.as_json()
         record.close()
         save_record(record, results_dir, config, config.get("wandb") or {})
         release_device_memory(device)
@@ -184,12 +199,14 @@ def seed_everything(seed: int) -> None:
 
 def build_model(checked: Validated, device: torch.device, record: RunRecord,
                 before_method: Callable[[nn.Module, Any], None] | None = None) -> tuple[nn.Module, Any]:
-    """Loads the model, applies the method, counts parameters and moves it to the device.
+    """Loads the model (a fresh copy of the base weights cached in this process after the first
+    load, :mod:`peftbench.cache`), applies the method, counts parameters, moves it to the device and,
+    with ``train.compile``, compiles it in place.
 
     ``before_method(model, tokenizer)`` sees the pretrained model on the device before the method is
     applied (the forgetting probe's base states)."""
     run_cfg = checked.run
-    model, tokenizer = load_model(run_cfg.model, run_cfg.task)
+    model, tokenizer = cache.load_model(run_cfg.model, run_cfg.task, loader=load_model_with_info)
     if before_method is not None:
         model = model.to(device)
         before_method(model, tokenizer)
@@ -197,7 +214,9 @@ def build_model(checked: Validated, device: torch.device, record: RunRecord,
     record.trainable_params, record.total_params = count_parameters(model)
     record.trainable_pct = 100.0 * record.trainable_params / record.total_params
     record.train_flops_per_token = train_flops_per_token(model)
-    return model.to(device), tokenizer
+    model = model.to(device)
+    t = run_cfg.train
+    return (compile_model(model, t.compile_backend, t.compile_mode) if t.compile else model), tokenizer
 
 
 def train_loader(data: TaskData, tokenizer, checked: Validated) -> torch.utils.data.DataLoader:
@@ -226,6 +245,7 @@ class TrainStats:
     stop_reason: str = ""
     wall_s: float = 0.0
     meter: ThroughputMeter | None = None
+    compile_started_s: float | None = None  # compile_seconds() before training, with train.compile
     loss_curve: list[tuple[int, float]] = field(default_factory=list)
     eval_curve: list[tuple[int, float]] = field(default_factory=list)
 
@@ -240,10 +260,10 @@ def train(model: nn.Module, tokenizer, data: TaskData, checked: Validated, devic
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=checked.lr, weight_decay=t.weight_decay)
     scheduler = make_schedule(optimizer, checked.schedule, int(checked.warmup_ratio * total), total)
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
-    autocast = torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None and device.type == "cuda")
-    scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16" and device.type == "cuda")
-    meter = stats.meter = ThroughputMeter(device, warmup_steps=min(t.measure_warmup_steps, total - 1))
+    precision = used_precision(t.precision, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    meter = stats.meter = ThroughputMeter(device, warmup_steps=min(t.measure_warmup_steps, total - 1),
+                                          excluded_clock=compile_seconds if t.compile else None)
     progress, stopper = Progress(total, "train"), EarlyStopper(t.early_stopping_patience, t.early_stopping_min_delta)
     loss_sum, since = torch.zeros((), device=device), 0
     model.train()
@@ -252,7 +272,7 @@ def train(model: nn.Module, tokenizer, data: TaskData, checked: Validated, devic
     for step, batch in enumerate(loader, start=1):
         samples, tokens = len(batch["labels"]), int(batch["attention_mask"].sum())  # on the CPU: no sync
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        with autocast:
+        with autocast(precision, device):
             loss = model(**batch).loss
         scaler.scale(loss).backward()
         if t.max_grad_norm:
@@ -323,14 +343,15 @@ def evaluate(model: nn.Module, tokenizer, data: TaskData, checked: Validated, de
     model.eval()
     predictions, references = [], []
     progress = Progress(len(loader), "eval")
+    compiling = compile_seconds if checked.run.train.compile else lambda: 0.0
     synchronize(device)
-    started = time.perf_counter()
+    started, compiled_before = time.perf_counter(), compiling()
     for i, batch in enumerate(loader, start=1):
         references += data.kind.references(batch.pop("labels"), tokenizer)
         predictions += data.kind.predict(model, {k: v.to(device) for k, v in batch.items()}, tokenizer)
         progress.update(i)
     synchronize(device)
-    elapsed = time.perf_counter() - started
+    elapsed = time.perf_counter() - started - (compiling() - compiled_before)  # compiling is not evaluating
     progress.close()
     score, scores = data.score(predictions, references)
     return score, len(dataset) / elapsed, scores
@@ -364,6 +385,8 @@ def fill_measurements(record: RunRecord, stats: TrainStats, memory: MemoryMeter,
     record.peak_gpu_mem_bytes, record.peak_gpu_reserved_bytes = peak.peak_gpu_mem_bytes, peak.peak_gpu_reserved_bytes
     record.train_samples_per_s, record.train_tokens_per_s = stats.meter.samples_per_s, stats.meter.tokens_per_s
     record.train_time_s = stats.wall_s
+    if stats.compile_started_s is not None:
+        record.compile_time_s = compile_seconds() - stats.compile_started_s
     record.final_train_loss = stats.loss_curve[-1][1] if stats.loss_curve else None
     # An early stop evaluated the model at its last step already: the final score replaces that point.
     record.eval_curve = [*(p for p in stats.eval_curve if p[0] != stats.steps), (stats.steps, record.score)]
@@ -371,7 +394,7 @@ def fill_measurements(record: RunRecord, stats: TrainStats, memory: MemoryMeter,
     record.device_name = device_name(torch.device(record.device))
     if record.train_tokens_per_s:
         record.achieved_flops_per_s = record.train_flops_per_token * record.train_tokens_per_s
-        peak_flops_per_s = peak_flops(record.device_name, checked.run.train.precision)
+        peak_flops_per_s = peak_flops(record.device_name, record.precision)
         record.mfu = record.achieved_flops_per_s / peak_flops_per_s if peak_flops_per_s else None
 
 

@@ -1,4 +1,10 @@
-"""Where a finished run's record goes: the CSV first (it must never be lost), then JSON, then wandb."""
+"""Where a finished run's record goes: the CSV first (it must never be lost), then JSON, then wandb.
+
+wandb is written from one background thread, so the next run of a sweep starts while it uploads
+(its start-up and ``finish`` take about a second even offline). Runs are written one at a time, in
+order (each ``wandb.init`` is finished before the next), and :func:`wait_for_sinks` (called by the
+sweep's summary, and at interpreter exit by ``concurrent.futures``) waits for them.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import logging
 import netrc
 import os
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +28,34 @@ def save_record(record: RunRecord, results_dir: Path, config: dict[str, Any], wa
     A failure of the JSON file or of wandb is reported as a warning and never loses the CSV row.
     """
     append_csv_row(results_dir / "runs.csv", record.to_row())
-    for sink, call in (("json", lambda: write_json(results_dir / "runs" / f"{record.run_id}.json", record)),
-                       ("wandb", lambda: log_to_wandb(record, config, wandb_cfg, results_dir))):
-        try:
-            call()
-        except Exception as err:  # a sink's failure must not lose the run
-            warnings.warn(f"peftbench: could not write run {record.run_id} to {sink}: {err}", stacklevel=2)
+    _guarded("json", record.run_id, lambda: write_json(results_dir / "runs" / f"{record.run_id}.json", record))
+    if wandb_mode(wandb_cfg.get("mode", "auto")) != "disabled":
+        _pending.append(_background().submit(
+            _guarded, "wandb", record.run_id, lambda: log_to_wandb(record, config, wandb_cfg, results_dir)))
+
+
+def _guarded(sink: str, run_id: str, call) -> None:
+    try:
+        call()
+    except Exception as err:  # a sink's failure must not lose the run
+        warnings.warn(f"peftbench: could not write run {run_id} to {sink}: {err}", stacklevel=2)
+
+
+_worker: ThreadPoolExecutor | None = None
+_pending: list[Future] = []
+
+
+def _background() -> ThreadPoolExecutor:
+    global _worker
+    if _worker is None:
+        _worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="peftbench-wandb")
+    return _worker
+
+
+def wait_for_sinks() -> None:
+    """Returns once every record handed to wandb so far is written (or its failure warned about)."""
+    while _pending:
+        _pending.pop(0).result()
 
 
 def wandb_mode(requested: str) -> str:

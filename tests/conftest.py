@@ -42,8 +42,10 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
     return path
 
 
-def run_cli(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+def run_cli(args: list[str], cwd: Path, timeout: int = 600, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess:
     """Runs ``python -m peftbench ARGS`` as a user would, offline, and returns the finished process."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    env = {**(os.environ if env is None else env), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, "-m", "peftbench", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
