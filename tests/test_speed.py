@@ -121,7 +121,7 @@ def test_cached_sweep_equals_runs_in_separate_processes(tiny_bert_dir, tmp_path)
     assert together == apart and len(together) == 2
     for row in rows:
         stages = json.loads(row["stage_times_s"])
-        assert list(stages) == ["setup", "load", "data", "train", "evaluate", "latency", "record"]
+        assert list(stages) == ["setup", "load", "data", "train", "evaluate", "latency", "record", "answers"]
         assert stages["train"] >= float(row["train_time_s"]) > 0  # the loop, plus building its loader and optimizer
         assert row["precision"] == "fp32" and row["compile_time_s"] == ""
 
