@@ -22,6 +22,7 @@ from peftbench.report.answers import (
     rank_sweeps,
 )
 from peftbench.report.summary import which_method
+from tests.test_report_wandb import offline  # noqa: F401  (the fixture: wandb offline in a temporary folder)
 
 DATA = Path(__file__).resolve().parent / "data" / "answers"
 
@@ -145,3 +146,25 @@ def test_old_runs_files_get_no_answers():
     report = build_report(golden)
     assert report.which == [] and report.sections == [] and "did_not_learn" not in report.table.columns
     assert which_method(report.table)  # the function itself still answers from the table alone
+
+
+def test_the_sweeps_wandb_report_run_gets_the_answers_and_rank_tables(offline, tmp_path):  # noqa: F811
+    import json
+
+    from peftbench.report import load_runs, log_sweep_to_wandb
+    from peftbench.report.wandb_table import ANSWERS_TABLE_COLUMNS
+    from tests.test_report_wandb import _nested, _records_once_complete
+
+    run_id = log_sweep_to_wandb(load_runs(DATA / "tied"), "sweep-tied", project="peftbench-test", mode="offline",
+                                dir=tmp_path / "wb")
+    (path,) = (tmp_path / "wb").glob(f"wandb/offline-run-*-{run_id}/run-{run_id}.wandb")
+    history = {}
+    for record in _records_once_complete(path):
+        if record.WhichOneof("record_type") == "history":
+            history.update(_nested(record.history.item))
+    assert history["answers.nrows"] == 6 and history["rank_sweeps.nrows"] == 3
+    table = json.loads((path.parent / "files" / history["answers.path"]).read_text(encoding="utf-8"))
+    assert table["columns"] == list(ANSWERS_TABLE_COLUMNS)
+    rows = {r[2]: dict(zip(table["columns"], r, strict=True)) for r in table["data"] if r[2] != "lora"}
+    assert rows["pfeiffer"]["did_not_learn"] is True and rows["full"]["did_not_learn"] is False
+    assert rows["full"]["representation_drift"] == pytest.approx(0.125)
