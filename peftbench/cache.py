@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from peftbench.config import ModelConfig, TaskConfig, TrainConfig
+from peftbench.task_kinds import get_kind
 from peftbench.tasks import TaskData
 
 ENV = "PEFTBENCH_PROCESS_CACHE"
@@ -99,9 +100,11 @@ def _key(*parts: Any) -> str:
 
 def model_key(cfg: ModelConfig, task: TaskConfig) -> str:
     """Everything that decides the loaded weights, config and tokenizer: the model config, the
-    task's kind and number of labels (the head), and a GGUF or local folder's files' stamps."""
-    source_stamp = _folder_stamp(cfg.name)
-    return _key(dataclasses.asdict(cfg), task.kind, task.num_labels, source_stamp)
+    task's kind with what it passes to the config and the load (the head), and a local folder's
+    files' sizes and modification times."""
+    kind = get_kind(task.kind)
+    return _key(dataclasses.asdict(cfg), task.kind, kind.config_overrides(task), kind.load_options(),
+                _folder_stamp(cfg.name))
 
 
 def _folder_stamp(name: str) -> Any:
