@@ -8,7 +8,7 @@ A new method is one module here with a config dataclass, ``apply`` and a ``SPEC`
 below, plus ``conf/method/<name>.yaml`` for the harness.
 """
 
-from . import adapters, full, ia3, lora, prefix
+from . import adapters, bitfit, full, ia3, lora, prefix, prompt, vera
 from .base import MethodConfigError, MethodSpec, get_method, method_names, register
 
 # One line per built-in method, in the order listings show them.
@@ -18,5 +18,8 @@ register(adapters.HOULSBY_SPEC)
 register(adapters.PFEIFFER_SPEC)
 register(ia3.SPEC)
 register(prefix.SPEC)
+register(prompt.SPEC)
+register(vera.SPEC)
+register(bitfit.SPEC)
 
 __all__ = ["MethodConfigError", "MethodSpec", "get_method", "method_names", "register"]

@@ -8,6 +8,7 @@ peftbench harness: it takes a ``torch.nn.Module`` and gives one back.
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -265,3 +266,51 @@ def method_state_dict(model: nn.Module, spec: MethodSpec) -> dict[str, Any]:
         seen.add(value.data_ptr())
         unique[key] = value
     return unique
+
+
+# Forward pre-hooks (the methods that feed a model through its own call: prefix and prompt tuning).
+
+
+def accepts(module: nn.Module, name: str) -> bool:
+    """True if ``module.forward`` takes an argument called ``name``."""
+    return name in inspect.signature(module.forward).parameters
+
+
+def positional_names(module: nn.Module) -> list[str]:
+    """The names of ``module.forward``'s arguments that can be passed by position, in order."""
+    params = inspect.signature(module.forward).parameters.values()
+    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def call_kwargs(module: nn.Module, positional: list[str], args: tuple, kwargs: dict) -> dict[str, Any]:
+    """A call's arguments as keywords only, so a ``with_kwargs`` pre-hook can edit them by name.
+
+    Args:
+        module: the hooked module (named in errors).
+        positional: :func:`positional_names` of the module, computed once when the hook is made.
+        args, kwargs: what the pre-hook received.
+
+    Returns:
+        every argument by name; ``past_key_values`` (the name transformers 5 still accepts) is
+        renamed to ``cache``.
+    """
+    if len(args) > len(positional):
+        raise TypeError(
+            f"{type(module).__name__} got {len(args)} positional arguments, expected at most {len(positional)}"
+        )
+    kwargs = {**dict(zip(positional[: len(args)], args, strict=True)), **kwargs}
+    if "past_key_values" in kwargs:
+        kwargs["cache"] = kwargs.pop("past_key_values")
+    return kwargs
+
+
+def prepend_ones(mask: torch.Tensor, n: int, method: str) -> torch.Tensor:
+    """A 2-D attention mask (``batch x keys``) with ``n`` ones in front: ``(batch, n + keys)``.
+
+    Raises:
+        ValueError: for a mask of another rank (a 4-D mask cannot be extended without knowing its
+            layout), naming ``method``.
+    """
+    if mask.ndim != 2:
+        raise ValueError(f"{method} extends 2-D attention masks (batch x keys); got a {mask.ndim}-D mask")
+    return torch.cat([torch.ones(mask.shape[0], n, dtype=mask.dtype, device=mask.device), mask], dim=1)

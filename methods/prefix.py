@@ -68,14 +68,22 @@ Decisions:
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from .base import MethodConfigError, MethodSpec, check_positive_int, freeze_all
+from .base import (
+    MethodConfigError,
+    MethodSpec,
+    accepts,
+    call_kwargs,
+    check_positive_int,
+    freeze_all,
+    positional_names,
+    prepend_ones,
+)
 
 
 @dataclass
@@ -230,15 +238,6 @@ def _geometry(config: Any, decoder_of_encoder_decoder: bool) -> tuple[int, int, 
     return int(layers), int(kv_heads), int(head_dim)
 
 
-def _positional_names(module: nn.Module) -> list[str]:
-    params = inspect.signature(module.forward).parameters.values()
-    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-
-
-def _accepts(module: nn.Module, name: str) -> bool:
-    return name in inspect.signature(module.forward).parameters
-
-
 def _gradient_checkpointing_on(module: nn.Module) -> bool:
     return any(getattr(m, "gradient_checkpointing", False) is True for m in module.modules())
 
@@ -270,7 +269,7 @@ class _StackHook:
     ) -> None:
         self.encoder = encoder
         self.index = index
-        self.positional = _positional_names(stack)
+        self.positional = positional_names(stack)
         self.mode = mode
         self.needs_mask = needs_mask
         self.cross_attention = cross_attention
@@ -295,14 +294,7 @@ class _StackHook:
                 "prefix tuning feeds its prefixes through the attention cache, which transformers drops "
                 "under gradient checkpointing; disable gradient checkpointing to train prefixes"
             )
-        if len(args) > len(self.positional):
-            raise TypeError(
-                f"{type(module).__name__} got {len(args)} positional arguments, expected at most "
-                f"{len(self.positional)}"
-            )
-        kwargs = {**dict(zip(self.positional[: len(args)], args, strict=True)), **kwargs}
-        if "past_key_values" in kwargs:  # the name transformers 5 still accepts, renamed to `cache`
-            kwargs["cache"] = kwargs.pop("past_key_values")
+        kwargs = call_kwargs(module, self.positional, args, kwargs)
         inputs = kwargs.get("input_ids")
         if inputs is None:
             inputs = kwargs.get("inputs_embeds")
@@ -325,12 +317,7 @@ class _StackHook:
         if mask is None and self.needs_mask:
             mask = torch.ones(batch_size, seq_len, dtype=torch.long, device=device)
         if mask is not None:
-            if mask.ndim != 2:
-                raise ValueError(
-                    f"prefix tuning extends 2-D attention masks (batch x keys); got a {mask.ndim}-D mask"
-                )
-            ones = torch.ones(mask.shape[0], p, dtype=mask.dtype, device=mask.device)
-            kwargs["attention_mask"] = torch.cat([ones, mask], dim=1)
+            kwargs["attention_mask"] = prepend_ones(mask, p, "prefix tuning")
         return (), kwargs
 
     def clear(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
@@ -425,7 +412,7 @@ def apply(model: nn.Module, config: PrefixConfig) -> nn.Module:
         raise MethodConfigError("prefix tuning is already applied to this model")
     stacks = _stacks(model)
     for stack in stacks:
-        if not _accepts(stack.module, "cache") or not _accepts(stack.module, "attention_mask"):
+        if not accepts(stack.module, "cache") or not accepts(stack.module, "attention_mask"):
             raise MethodConfigError(
                 f"{type(stack.module).__name__}.forward takes no `cache`/`attention_mask`; prefix tuning "
                 "needs a transformers 5 model whose attention reads a Cache"
@@ -456,7 +443,7 @@ def apply(model: nn.Module, config: PrefixConfig) -> nn.Module:
             for block in _layer_list(stack.module, layouts[index].num_layers):
                 block.register_forward_pre_hook(_LayerHook(hook), with_kwargs=True)
         embeddings = getattr(stack.module, "embeddings", None)
-        if stack.needs_mask and embeddings is not None and _accepts(embeddings, "cache_length"):
+        if stack.needs_mask and embeddings is not None and accepts(embeddings, "cache_length"):
             embeddings.register_forward_pre_hook(
                 _UnshiftPositions(config.num_virtual_tokens), with_kwargs=True
             )

@@ -144,7 +144,7 @@ def describe(record: RunRecord, config: dict[str, Any]) -> None:
     method, model, task = (config.get(k) or {} for k in ("method", "model", "task"))
     record.method, record.model, record.task = method.get("name", ""), model.get("name", ""), task.get("name", "")
     record.seed = config.get("seed")
-    record.rank = config.get("rank") if "rank" in method else None
+    record.rank = method.get("rank")  # the method's own (LoRA's follows the top-level `rank`; VeRA's is its own)
     settings = {k: v for k, v in method.items() if k not in RECIPE_KEYS}
     record.method_settings = json.dumps(settings, sort_keys=True, separators=(",", ":"))
     record.run_key = run_key(config)

@@ -117,7 +117,9 @@ def test_save_and_load_round_trip(case, family, tmp_path):
 
 
 @pytest.mark.parametrize("case,family", CASES)
-def test_loss_falls_on_a_batch_it_can_overfit(case, family):
+def test_loss_falls_on_a_batch_it_can_overfit(case, family, request):
+    if family in case.cannot_overfit:
+        request.applymarker(pytest.mark.xfail(reason=case.cannot_overfit[family], strict=True))
     tiny, _, model, _, _ = _apply(case, family)
     for head in head_names(model):  # as in real use, the task's fresh head trains too
         if hasattr(model, head):

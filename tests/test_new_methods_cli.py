@@ -1,0 +1,64 @@
+"""prompt, vera and bitfit through the harness: their configs validate, bad settings are refused
+before training naming the key, and a run records the method's own rank."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from peftbench.config import register_configs, validate
+from peftbench.errors import ConfigError
+from peftbench.record import RunRecord
+from peftbench.runner import describe
+from tests.conftest import REPO, run_cli
+
+register_configs()
+
+
+def _compose(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+@pytest.mark.parametrize("method,lr,settings", [
+    ("prompt", 0.3, {"num_virtual_tokens": 20, "init": "random_vocab"}),
+    ("vera", 2e-2, {"rank": 1024, "d_initial": 0.1, "projection_seed": 0}),
+    ("bitfit", 1e-3, {"biases": "all"}),
+])
+def test_the_recipes_validate(method, lr, settings):
+    checked = validate(_compose([f"method={method}"]))
+    assert checked.method_name == method and checked.lr == lr
+    assert settings.items() <= checked.method_settings.items()
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    (["method=vera", "method.rank=0"], "rank (VeRA's r, for example 256 or 1024) must be a positive integer, got 0"),
+    (["method=prompt", "method.init=zeros"], "init='zeros' is not one of random_vocab, uniform, text"),
+    (["method=prompt", "method.num_virtual_tokens=0"], "num_virtual_tokens must be a positive integer"),
+    (["method=bitfit", "method.biases=some"], "biases='some' is not one of all, no_norm"),
+])
+def test_bad_settings_are_refused_naming_the_key(overrides, expected):
+    with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+        validate(_compose(overrides))
+
+
+def test_the_record_holds_the_methods_own_rank():
+    from omegaconf import OmegaConf
+
+    for overrides, rank in ((["method=vera"], 1024), (["method=vera", "method.rank=64"], 64),
+                            (["method=lora", "rank=4"], 4), (["method=bitfit"], None)):
+        record = RunRecord()
+        describe(record, OmegaConf.to_container(_compose(overrides), resolve=True))
+        assert record.rank == rank, overrides
+
+
+def test_cli_refuses_vera_rank_zero_before_training(tmp_path):
+    proc = run_cli(["method=vera", "method.rank=0", f"results_dir={tmp_path}", "wandb.mode=disabled"],
+                   cwd=tmp_path, timeout=300)
+    assert proc.returncode != 0
+    assert "rank" in proc.stderr and "positive integer" in proc.stderr, proc.stderr
+    assert "[train]" not in proc.stderr
+    rows = list(csv.DictReader(open(tmp_path / "runs.csv")))
+    assert [r["status"] for r in rows] == ["failed"] and rows[0]["method"] == "vera"
