@@ -8,21 +8,34 @@ import netrc
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from peftbench.record import RunRecord, append_csv_row, write_json
+
+if TYPE_CHECKING:
+    from peftbench.live import RunLogger
 
 log = logging.getLogger("peftbench")
 
 
-def save_record(record: RunRecord, results_dir: Path, config: dict[str, Any], wandb_cfg: dict[str, Any]) -> None:
+def save_record(record: RunRecord, results_dir: Path, config: dict[str, Any], wandb_cfg: dict[str, Any],
+                logger: RunLogger | None = None) -> None:
     """Writes the record to ``runs.csv``, ``runs/<run_id>.json`` and wandb, in that order.
 
+    ``logger`` is the run's live logger (:func:`peftbench.live.start_logger`): the record goes to its
+    wandb run's summary and the run is finished. Without one, a wandb run is made after the fact.
     A failure of the JSON file or of wandb is reported as a warning and never loses the CSV row.
     """
     append_csv_row(results_dir / "runs.csv", record.to_row())
+
+    def to_wandb() -> None:
+        if logger is not None:
+            logger.finish(record)
+        else:
+            log_to_wandb(record, config, wandb_cfg, results_dir)
+
     for sink, call in (("json", lambda: write_json(results_dir / "runs" / f"{record.run_id}.json", record)),
-                       ("wandb", lambda: log_to_wandb(record, config, wandb_cfg, results_dir))):
+                       ("wandb", to_wandb)):
         try:
             call()
         except Exception as err:  # a sink's failure must not lose the run
@@ -61,32 +74,13 @@ def flat_config(config: dict[str, Any], record: RunRecord) -> dict[str, Any]:
 
 
 def log_to_wandb(record: RunRecord, config: dict[str, Any], wandb_cfg: dict[str, Any], results_dir: Path) -> None:
-    """One wandb run per benchmark run: flat config, the loss curve, the record as summary."""
-    mode = wandb_mode(wandb_cfg.get("mode", "auto"))
-    if mode == "disabled":
+    """A wandb run made after the fact for a finished record: flat config, the loss curve, the record
+    as summary (the runner logs live instead, through :mod:`peftbench.live`)."""
+    if wandb_mode(wandb_cfg.get("mode", "auto")) == "disabled":
         return
-    import wandb
+    from peftbench.wandb_live import WandbLogger
 
-    wandb_dir = Path(wandb_cfg.get("dir") or results_dir)
-    wandb_dir.mkdir(parents=True, exist_ok=True)
-    run = wandb.init(
-        project=wandb_cfg.get("project", "peftbench"),
-        entity=wandb_cfg.get("entity"),
-        group=record.sweep_id or None,
-        job_type=record.method or None,
-        name=f"{record.method}-{record.run_id}",
-        id=record.run_id,
-        tags=list(wandb_cfg.get("tags") or []),
-        config=flat_config(config, record),
-        mode=mode,
-        dir=str(wandb_dir),
-        reinit="finish_previous",
-        settings=wandb.Settings(silent=True, console="off"),
-    )
-    try:
-        for step, loss in record.loss_curve:
-            run.log({"train/loss": loss}, step=step)
-        row = record.to_row()
-        run.summary.update({k: v for k, v in row.items() if k != "config_json" and v != ""})
-    finally:
-        run.finish(exit_code=0 if record.status == "success" else 1)
+    logger = WandbLogger.start(record, {**config, "wandb": wandb_cfg}, results_dir)
+    for step, loss in record.loss_curve:
+        logger.log_train(step, {"train/loss": loss})
+    logger.finish(record)
