@@ -96,7 +96,7 @@ def log_sweep_table(runs: Any, sweep_id: str, config: DictConfig, results_dir: P
     if mode == "disabled":
         return
     try:
-        from peftbench.report_wandb import log_sweep_to_wandb
+        from peftbench.report.wandb_table import log_sweep_to_wandb
 
         log_sweep_to_wandb(runs, sweep_id, project=str(wandb_cfg.get("project", "peftbench")), mode=mode,
                            dir=str(wandb_cfg.get("dir") or results_dir))

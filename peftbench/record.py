@@ -13,6 +13,7 @@ import io
 import json
 import os
 import traceback
+import typing
 import uuid
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
@@ -21,6 +22,7 @@ from typing import Any
 
 STATUSES = ("success", "failed", "cancelled")
 BUDGET_UNITS = ("steps", "epochs", "samples", "tokens")  # what ``budget_unit`` can be
+COLUMN_TYPES = ("str", "int", "float", "bool", "datetime")  # what a CSV column holds (column_types)
 
 
 @dataclass
@@ -33,8 +35,8 @@ class RunRecord:
     sweep_id: str = ""
     status: str = "running"
     error: str = ""
-    started_at: str = field(default_factory=lambda: now_iso())
-    finished_at: str = ""
+    started_at: str = field(default_factory=lambda: now_iso(), metadata={"column_type": "datetime"})
+    finished_at: str = field(default="", metadata={"column_type": "datetime"})  # ISO 8601, as started_at
     method: str = ""
     model: str = ""
     task: str = ""
@@ -109,6 +111,38 @@ class RunRecord:
 
 
 CSV_COLUMNS = [f.name for f in fields(RunRecord) if f.name not in ("loss_curve", "eval_curve")]
+
+_PYTHON_TYPES = {int: "int", float: "float", bool: "bool", str: "str"}
+
+
+def column_types() -> dict[str, str]:
+    """Each CSV column's type (one of :data:`COLUMN_TYPES`), read from :class:`RunRecord`'s annotations.
+
+    ``int`` and ``int | None`` are ``"int"``, and so for float, bool and str. A field's
+    ``column_type`` metadata overrides its annotation: ``started_at`` and ``finished_at`` are ISO 8601
+    text, ``"datetime"``. Readers of the CSV (the report) type its columns from this, so a new field
+    needs no second list.
+
+    Returns:
+        Column name -> type, in the order of :data:`CSV_COLUMNS`.
+
+    Raises:
+        TypeError: If a CSV column is annotated with anything but one of those types (or it or None).
+    """
+    hints = typing.get_type_hints(RunRecord)
+    types = {}
+    for f in fields(RunRecord):
+        if f.name not in CSV_COLUMNS:
+            continue
+        kind = f.metadata.get("column_type")
+        if kind is None:
+            hint = hints[f.name]
+            options = [arg for arg in typing.get_args(hint) if arg is not type(None)] or [hint]
+            kind = _PYTHON_TYPES.get(options[0]) if len(options) == 1 else None
+        if kind not in COLUMN_TYPES:
+            raise TypeError(f"RunRecord.{f.name}: a CSV column must be one of {COLUMN_TYPES}, not {f.type}")
+        types[f.name] = kind
+    return types
 
 
 def now_iso() -> str:

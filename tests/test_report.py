@@ -444,7 +444,7 @@ def test_cli_writes_plots(results: Path, tmp_path: Path) -> None:
 
 
 def test_report_does_not_import_torch() -> None:
-    code = "import sys, peftbench.report, peftbench.report_plots; assert 'torch' not in sys.modules, 'torch'"
+    code = "import sys, peftbench.report, peftbench.report.plots; assert 'torch' not in sys.modules, 'torch'"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=False)
     assert done.returncode == 0, done.stderr
 

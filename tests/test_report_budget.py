@@ -26,7 +26,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from peftbench import report, report_plots
+from peftbench import report
 from peftbench.report import (
     RUN_COLUMNS,
     budget_label,
@@ -36,6 +36,7 @@ from peftbench.report import (
     load_runs,
     render,
 )
+from peftbench.report import plots as report_plots
 from tests.test_report_data import lora_settings, make_run, write_runs
 
 NEW_COLUMNS = (
@@ -507,7 +508,7 @@ def test_plots_draw_one_panel_per_budget(results: Path) -> None:
 
 
 def test_wandb_names_the_budgets_of_a_sweep(results: Path) -> None:
-    from peftbench import report_wandb  # imports wandb only when logging
+    from peftbench.report import wandb_table as report_wandb  # imports wandb only when logging
 
     table = comparison_table(load_runs(results))
     assert report_wandb._budgets(table) == ["2.5 epochs", "150 steps", "300 steps", "500k tokens"]

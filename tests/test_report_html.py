@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from peftbench import report
-from peftbench.report_plots import METHOD_COLORS, method_color, render_plots
+from peftbench.report.plots import METHOD_COLORS, method_color, render_plots
 from tests.test_report_data import known_runs, write_runs
 
 CHROMIUM_FLAGS = (

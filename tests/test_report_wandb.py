@@ -12,7 +12,7 @@ from tests.test_report_data import known_runs, write_runs
 
 wandb = pytest.importorskip("wandb")
 
-from peftbench.report_wandb import WANDB_TABLE_COLUMNS, log_sweep_to_wandb  # noqa: E402
+from peftbench.report.wandb_table import WANDB_TABLE_COLUMNS, log_sweep_to_wandb  # noqa: E402
 from tests.wandb_log import _nested, _records_once_complete  # noqa: E402
 
 

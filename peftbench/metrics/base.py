@@ -1,13 +1,15 @@
 """What every shipped metric shares: an ``evaluate.Metric`` over paired predictions and references.
 
-A shipped metric declares its value type, description and inputs, and writes only its formula in
-``score``; the scaffold builds evaluate's ``MetricInfo`` and checks that the two lists pair up.
+A shipped metric declares its value type in its class line and its description in its docstring,
+and writes only its formula in ``score``; the scaffold builds evaluate's ``MetricInfo`` and checks
+that the two lists pair up.
 Metric modules import this module (``from peftbench.metrics import base``), not its class, so that
 ``evaluate.load`` finds the metric's own class as the module's first ``evaluate.Metric``.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -15,26 +17,48 @@ from typing import Any
 import datasets
 import evaluate
 
+PYTHON_TYPES = {"int64": "int", "float64": "float", "string": "str"}
+
 
 class PairedMetric(evaluate.Metric):
     """An evaluate metric of ``predictions`` against ``references`` of one value type.
 
-    Attributes:
-        VALUE_TYPE: the ``datasets.Value`` dtype of both columns (``int64``, ``float64``, ``string``).
-        DESCRIPTION: one line: what the metric measures.
-        INPUTS: the Google-style ``Args``/``Returns`` of ``compute``.
+    A metric declares itself in its class line and docstring::
+
+        class Accuracy(base.PairedMetric, value_type="int64", values="labels"):
+            \"\"\"Accuracy: the share of predictions equal to their reference.
+
+            Returns:
+                accuracy (float): in [0, 1].
+            \"\"\"
+
+    The docstring's first line is evaluate's description; the rest (settings, returns) follows the
+    ``predictions``/``references`` arguments in its inputs description.
+
+    Args (of the class line):
+        value_type: the ``datasets.Value`` dtype of both columns (``int64``, ``float64``, ``string``).
+        values: what the values are, for the inputs description (``labels``, ``scores``...).
     """
 
-    VALUE_TYPE = "int64"
-    DESCRIPTION = ""
-    INPUTS = ""
+    value_type = "int64"
+    values = "values"
+
+    def __init_subclass__(cls, value_type: str = "int64", values: str = "values", **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if value_type not in PYTHON_TYPES:
+            raise ValueError(f"{cls.__name__}: value_type must be one of {', '.join(PYTHON_TYPES)}")
+        cls.value_type, cls.values = value_type, values
 
     def _info(self) -> evaluate.MetricInfo:
-        value = datasets.Value(self.VALUE_TYPE)
+        description, _, rest = inspect.cleandoc(type(self).__doc__ or "").partition("\n")
+        kind = PYTHON_TYPES[self.value_type]
+        inputs = (f"Args:\n    predictions (list of {kind}): predicted {self.values}.\n"
+                  f"    references (list of {kind}): reference {self.values}.\n{rest.strip()}\n")
+        value = datasets.Value(self.value_type)
         return evaluate.MetricInfo(
-            description=self.DESCRIPTION,
+            description=description,
             citation="",
-            inputs_description=self.INPUTS,
+            inputs_description=inputs,
             features=datasets.Features({"predictions": value, "references": value}),
         )
 

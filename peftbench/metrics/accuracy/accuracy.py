@@ -7,15 +7,13 @@ references, optionally weighted.
 from peftbench.metrics import base
 
 
-class Accuracy(base.PairedMetric):
-    VALUE_TYPE = "int64"
-    DESCRIPTION = "Accuracy: the share of predictions equal to their reference, (sum of correct) / N."
-    INPUTS = """
-    Args:
-        predictions (list of int): predicted labels.
-        references (list of int): true labels.
+class Accuracy(base.PairedMetric, value_type="int64", values="labels"):
+    """Accuracy: the share of predictions equal to their reference, (sum of correct) / N.
+
+    Settings:
         normalize (bool): return the fraction (True, default) or the number of correct predictions.
         sample_weight (list of float): optional weight per example.
+
     Returns:
         accuracy (float): in [0, 1] when normalized.
     """

@@ -7,14 +7,12 @@ task's answer extraction has already been applied to both).
 from peftbench.metrics import base
 
 
-class ExactMatch(base.PairedMetric):
-    VALUE_TYPE = "string"
-    DESCRIPTION = "Exact match: the share of predicted strings equal to their reference string."
-    INPUTS = """
-    Args:
-        predictions (list of str): predicted answers.
-        references (list of str): reference answers.
+class ExactMatch(base.PairedMetric, value_type="string", values="answers"):
+    """Exact match: the share of predicted strings equal to their reference string.
+
+    Settings:
         ignore_case (bool): compare case-insensitively (False by default).
+
     Returns:
         exact_match (float): in [0, 1].
     """

@@ -7,14 +7,12 @@ is no true positive.
 from peftbench.metrics import base
 
 
-class F1(base.PairedMetric):
-    VALUE_TYPE = "int64"
-    DESCRIPTION = "F1: the harmonic mean of precision and recall of the positive class (binary tasks)."
-    INPUTS = """
-    Args:
-        predictions (list of int): predicted labels.
-        references (list of int): true labels.
+class F1(base.PairedMetric, value_type="int64", values="labels"):
+    """F1: the harmonic mean of precision and recall of the positive class (binary tasks).
+
+    Settings:
         pos_label (int): the positive class, 1 by default.
+
     Returns:
         f1 (float): in [0, 1].
     """

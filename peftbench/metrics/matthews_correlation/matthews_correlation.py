@@ -12,13 +12,9 @@ from collections import Counter
 from peftbench.metrics import base
 
 
-class MatthewsCorrelation(base.PairedMetric):
-    VALUE_TYPE = "int64"
-    DESCRIPTION = "Matthews correlation: a balanced measure of classification quality in [-1, 1]."
-    INPUTS = """
-    Args:
-        predictions (list of int): predicted labels.
-        references (list of int): true labels.
+class MatthewsCorrelation(base.PairedMetric, value_type="int64", values="labels"):
+    """Matthews correlation: a balanced measure of classification quality in [-1, 1].
+
     Returns:
         matthews_correlation (float): in [-1, 1]; 0 is no better than chance.
     """

@@ -7,13 +7,9 @@ constant.
 from peftbench.metrics import base
 
 
-class Pearsonr(base.PairedMetric):
-    VALUE_TYPE = "float64"
-    DESCRIPTION = "Pearson correlation between predicted and reference scores, in [-1, 1]."
-    INPUTS = """
-    Args:
-        predictions (list of float): predicted scores.
-        references (list of float): reference scores.
+class Pearsonr(base.PairedMetric, value_type="float64", values="scores"):
+    """Pearson correlation between predicted and reference scores, in [-1, 1].
+
     Returns:
         pearsonr (float): in [-1, 1].
     """

@@ -41,13 +41,9 @@ def lcs_length(a, b):
     return previous[-1]
 
 
-class Rouge(base.PairedMetric):
-    VALUE_TYPE = "string"
-    DESCRIPTION = "ROUGE (Lin 2004): n-gram and longest-common-subsequence overlap F-measures, averaged."
-    INPUTS = """
-    Args:
-        predictions (list of str): generated texts.
-        references (list of str): reference texts.
+class Rouge(base.PairedMetric, value_type="string", values="texts"):
+    """ROUGE (Lin 2004): n-gram and longest-common-subsequence overlap F-measures, averaged.
+
     Returns:
         rougeL, rouge1, rouge2 (float): mean F-measures in [0, 1].
     """

@@ -22,13 +22,9 @@ def ranks(values):
     return result
 
 
-class Spearmanr(base.PairedMetric):
-    VALUE_TYPE = "float64"
-    DESCRIPTION = "Spearman rank correlation between predicted and reference scores, in [-1, 1]."
-    INPUTS = """
-    Args:
-        predictions (list of float): predicted scores.
-        references (list of float): reference scores.
+class Spearmanr(base.PairedMetric, value_type="float64", values="scores"):
+    """Spearman rank correlation between predicted and reference scores, in [-1, 1].
+
     Returns:
         spearmanr (float): in [-1, 1].
     """

@@ -8,7 +8,8 @@ Three figures, each with one panel per (model, task, training budget):
 * ``throughput``: training throughput per method.
 
 Every method keeps the same colour in every plot and every report (:func:`method_color`).
-The pyplot state machine is not used, so drawing never changes the process-wide backend.
+The pyplot state machine is not used, so drawing never changes the process-wide backend, and
+matplotlib is imported only when a figure is drawn.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from peftbench.report import BUDGET_KEYS, budget_label
+from peftbench.report.cells import budget_label
+from peftbench.report.groups import BUDGET_KEYS, floats
 
 __all__ = ["METHOD_COLORS", "PLOT_TITLES", "method_color", "render_plots", "save_plots"]
 
@@ -153,13 +155,9 @@ def _legend(fig, methods: Iterable[str], extra: list | None = None) -> None:
     )
 
 
-def _f(values: pd.Series) -> np.ndarray:
-    return pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-
-
 def _scatter_by_method(ax, sub: pd.DataFrame, x: np.ndarray) -> None:
-    y = _f(sub["score_mean"])
-    err = np.nan_to_num(_f(sub["score_std"]), nan=0.0)
+    y = floats(sub["score_mean"])
+    err = np.nan_to_num(floats(sub["score_std"]), nan=0.0)
     methods = sub["method"].to_numpy()
     for method in _methods(sub):
         mask = (methods == method) & np.isfinite(x) & np.isfinite(y)
@@ -185,12 +183,12 @@ def plot_score_vs_params(table: pd.DataFrame) -> bytes:
     panels = _panels(table)
     fig, axes = _figure(len(panels))
     for ax, (title, sub) in zip(axes, panels, strict=True):
-        x = _f(sub["trainable_params"])
+        x = floats(sub["trainable_params"])
         _scatter_by_method(ax, sub, x)
         front = sub["pareto"].to_numpy(dtype=bool) & np.isfinite(x)
         if front.any():
             fx = x[front]
-            fy = _f(sub["score_mean"])[front]
+            fy = floats(sub["score_mean"])[front]
             order = np.argsort(fx, kind="mergesort")
             ax.plot(fx[order], fy[order], color="black", linestyle="--", linewidth=1, drawstyle="steps-post")
             ax.scatter(fx, fy, s=150, facecolors="none", edgecolors="black", linewidths=1.2, zorder=3)
@@ -232,7 +230,7 @@ def plot_score_vs_memory(table: pd.DataFrame) -> bytes:
     panels = _panels(table)
     fig, axes = _figure(len(panels))
     for ax, (title, sub) in zip(axes, panels, strict=True):
-        peak = _f(sub["peak_mem_bytes"])
+        peak = floats(sub["peak_mem_bytes"])
         kinds = {k for k in sub["mem_kind"].tolist() if k}
         scale, label = _memory_axis(kinds, peak)
         _scatter_by_method(ax, sub, peak / scale)
@@ -247,14 +245,14 @@ def plot_score_vs_memory(table: pd.DataFrame) -> bytes:
 
 def plot_throughput(table: pd.DataFrame) -> bytes:
     """Draws training throughput per method (median over settings, whiskers min-max); returns PNG."""
-    tokens = _f(table["train_tokens_per_s"])
+    tokens = floats(table["train_tokens_per_s"])
     use_tokens = bool(np.isfinite(tokens).any())
     column = "train_tokens_per_s" if use_tokens else "train_samples_per_s"
     unit = "tokens/s" if use_tokens else "samples/s"
     panels = _panels(table)
     fig, axes = _figure(len(panels))
     for ax, (title, sub) in zip(axes, panels, strict=True):
-        values = _f(sub[column])
+        values = floats(sub[column])
         methods = sub["method"].to_numpy()
         names, medians, lows, highs = [], [], [], []
         for method in _methods(sub):

@@ -19,7 +19,8 @@ from typing import Any
 
 import pandas as pd
 
-from peftbench.report import COMPARISON_COLUMNS, budget_label, comparison_table, failed_runs
+from peftbench.report.cells import budget_label
+from peftbench.report.compare import COMPARISON_COLUMNS, comparison_table, failed_runs
 
 __all__ = ["WANDB_TABLE_COLUMNS", "log_sweep_to_wandb"]
 

@@ -1,0 +1,125 @@
+"""The report as one self-contained HTML page: inline CSS, plots embedded as base64 PNG."""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Sequence
+from datetime import datetime, timezone
+
+from peftbench.report.budget import budget_lines, is_warning, stopped_notes
+from peftbench.report.build import Report
+from peftbench.report.display import (
+    DISPLAY_HEADERS,
+    FAILED_HEADERS,
+    NOTES,
+    RIGHT_ALIGNED,
+    display_rows,
+    failed_rows,
+    summary_line,
+)
+from peftbench.report.plots import PLOT_TITLES, render_plots
+
+_HTML_STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px; color: #222; }
+h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
+table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
+th, td { border: 1px solid #ccc; padding: 3px 7px; vertical-align: top; }
+th { background: #f0f0f0; position: sticky; top: 0; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+tr.pareto td { background: #fff8e1; }
+td.nowrap { white-space: nowrap; }
+td.error { font-family: ui-monospace, monospace; white-space: pre-wrap; max-width: 60em; }
+ul.notes { font-size: 13px; color: #444; }
+p.budget { font-size: 13px; margin: 4px 0; }
+p.warning { font-size: 13px; margin: 4px 0; padding: 4px 8px; background: #fff3cd; color: #6b4500;
+  border-left: 4px solid #e0a800; }
+p.stopped { font-size: 13px; margin: 2px 0; color: #444; }
+figure { margin: 12px 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
+.swatch { display: inline-block; width: 0.8em; height: 0.8em; border-radius: 2px; margin-right: 4px; }
+"""
+
+
+def _html_table(
+    headers: Sequence[str],
+    rows: list[list[str]],
+    right: set[str],
+    css_class: str,
+    row_classes: list[str] | None = None,
+    cell_class: dict[str, str] | None = None,
+) -> str:
+    cell_class = cell_class or {}
+    out = [f'<table class="{css_class}">', "<thead><tr>"]
+    out.extend(f"<th>{html.escape(h)}</th>" for h in headers)
+    out.append("</tr></thead>")
+    out.append("<tbody>")
+    for i, row in enumerate(rows):
+        klass = row_classes[i] if row_classes else ""
+        out.append(f'<tr class="{klass}">' if klass else "<tr>")
+        for header, cell in zip(headers, row, strict=True):
+            names = " ".join(filter(None, ["num" if header in right else "", cell_class.get(header, "")]))
+            attr = f' class="{names}"' if names else ""
+            out.append(f"<td{attr}>{html.escape(cell)}</td>")
+        out.append("</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def render_html(report: Report, *, plots: dict[str, bytes] | None = None) -> str:
+    """Renders the report as one self-contained HTML page (inline CSS, plots embedded as base64 PNG).
+
+    Args:
+        report: The report to render.
+        plots: PNG images by name, as from :func:`peftbench.report.plots.render_plots`; ``None``
+            draws them here, an empty dict leaves them out.
+    """
+    if plots is None:
+        plots = render_plots(report.table)
+    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        "<title>peftbench report</title>",
+        f"<style>{_HTML_STYLE}</style></head><body>",
+        "<h1>peftbench report</h1>",
+        f"<p>{html.escape(summary_line(report))} Generated {html.escape(generated)}.</p>",
+        "<h2>Comparison</h2>",
+    ]
+    rows = display_rows(report.table)
+    for line in budget_lines(report.table):
+        parts.append(f'<p class="{"warning" if is_warning(line) else "budget"}">{html.escape(line)}</p>')
+    if rows:
+        classes = ["pareto" if flag else "" for flag in report.table["pareto"].tolist()]
+        parts.append(
+            _html_table(
+                DISPLAY_HEADERS, rows, RIGHT_ALIGNED, "comparison", classes, cell_class={"Budget": "nowrap"}
+            )
+        )
+    else:
+        parts.append("<p>No successful runs to compare.</p>")
+    parts.extend(f'<p class="stopped">{html.escape(note)}</p>' for note in stopped_notes(report.table))
+    parts.append('<ul class="notes">' + "".join(f"<li>{html.escape(n)}</li>" for n in NOTES) + "</ul>")
+    if plots:
+        parts.append("<h2>Plots</h2>")
+        for name, png in plots.items():
+            title = PLOT_TITLES.get(name, name)
+            data = base64.b64encode(png).decode("ascii")
+            parts.append(
+                f'<figure id="plot-{html.escape(name)}">'
+                f'<img alt="{html.escape(title)}" src="data:image/png;base64,{data}"></figure>'
+            )
+    parts.append("<h2>Failed or cancelled runs</h2>")
+    if report.failed.empty:
+        parts.append("<p>None.</p>")
+    else:
+        parts.append(
+            _html_table(
+                FAILED_HEADERS,
+                failed_rows(report.failed, None),
+                set(),
+                "failed",
+                cell_class={"Error": "error"},
+            )
+        )
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
