@@ -8,7 +8,8 @@ import pytest
 
 pytest.importorskip("wandb_workspaces")
 
-from peftbench.wandb_workspace import build_workspace, eval_metrics, main, memory_key  # noqa: E402
+from peftbench.report import main  # noqa: E402
+from peftbench.report.workspace import build_workspace, eval_metrics, memory_key  # noqa: E402
 
 
 def _panels(view) -> dict[str, dict]:
@@ -60,7 +61,9 @@ def test_saving_needs_a_logged_in_wandb_and_says_so(tmp_path, monkeypatch, capsy
         writer.writerow({"run_id": "a", "sweep_id": "s1", "metric": "accuracy", "peak_gpu_mem_bytes": ""})
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    assert main([str(tmp_path), "--sweep", "s1"]) == 2
+    assert main([str(tmp_path), "--wandb-workspace", "--sweep", "s1"]) == 2
     assert "needs a logged-in wandb (online): run `wandb login`" in capsys.readouterr().err
-    assert main([str(tmp_path), "--sweep", "nosuch"]) == 2
+    assert main([str(tmp_path), "--wandb-workspace", "--sweep", "nosuch"]) == 2
     assert "no runs of sweep 'nosuch'" in capsys.readouterr().err
+    assert main([str(tmp_path), "--wandb-workspace"]) == 2
+    assert "--wandb-workspace needs one --sweep" in capsys.readouterr().err

@@ -1,6 +1,6 @@
 """A sweep's wandb workspace view, built from code with ``wandb-workspaces``: no panel wired by hand.
 
-    python -m peftbench.wandb_workspace results --sweep <sweep id> [--project peftbench] [--entity me]
+    peftbench-report results --wandb-workspace --sweep <sweep id> [--project peftbench] [--entity me]
 
 builds one saved view of the project filtered to the sweep, its runs grouped by method:
 
@@ -15,12 +15,13 @@ view is tested offline. This module reads only the results files and imports no 
 
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from peftbench.sinks import wandb_mode
 
 MEMORY_KEYS = ("peak_gpu_mem_bytes", "peak_rss_bytes")  # GPU memory where the sweep ran on one
 
@@ -84,44 +85,37 @@ def build_workspace(entity: str, project: str, sweep_id: str, memory: str = "pea
 
 def logged_in() -> bool:
     """Whether this machine can save to wandb (an API key in the environment or in ``~/.netrc``)."""
-    from peftbench.sinks import wandb_mode
-
     return os.environ.get("WANDB_MODE") not in ("offline", "disabled") and (
         bool(os.environ.get("WANDB_API_KEY")) or wandb_mode("auto") == "online")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m peftbench.wandb_workspace",
-                                     description="Build and save a sweep's wandb workspace view.")
-    parser.add_argument("results_dir", type=Path)
-    parser.add_argument("--sweep", required=True, help="the sweep id (runs.csv's sweep_id)")
-    parser.add_argument("--project", default="peftbench")
-    parser.add_argument("--entity", default=None, help="default: your wandb default entity")
-    parser.add_argument("--name", default=None, help="the view's name (default: peftbench <sweep>)")
-    args = parser.parse_args(argv)
-    rows = sweep_rows(args.results_dir, args.sweep)
+def save_workspace(results_dir: str | os.PathLike[str], sweep_id: str, *, project: str = "peftbench",
+                   entity: str | None = None, name: str | None = None) -> int:
+    """Builds the sweep's view (:func:`build_workspace`) and saves it to wandb; says clearly why not
+    when it cannot. Returns the exit status (0 saved, 2 not)."""
+    results_dir = Path(results_dir)
+    try:
+        rows = sweep_rows(results_dir, sweep_id)
+    except FileNotFoundError:
+        rows = []
     if not rows:
-        print(f"peftbench: no runs of sweep {args.sweep!r} in {args.results_dir / 'runs.csv'}", file=sys.stderr)
+        print(f"peftbench-report: no runs of sweep {sweep_id!r} in {results_dir / 'runs.csv'}", file=sys.stderr)
         return 2
     try:
         import wandb_workspaces  # noqa: F401
     except ImportError:
-        print('peftbench: the workspace needs the wandb-workspaces package: pip install "peftbench[wandb-workspaces]"',
-              file=sys.stderr)
+        print('peftbench-report: the workspace needs the wandb-workspaces package: '
+              'pip install "peftbench[wandb-workspaces]"', file=sys.stderr)
         return 2
     if not logged_in():
-        print("peftbench: saving a wandb workspace needs a logged-in wandb (online): run `wandb login` or set "
-              "WANDB_API_KEY, and `wandb sync` offline runs first (they are under <results_dir>/wandb). "
-              "docs/wandb.md has the panels to add by hand instead.", file=sys.stderr)
+        print("peftbench-report: saving a wandb workspace needs a logged-in wandb (online): run `wandb login` or "
+              "set WANDB_API_KEY, and `wandb sync` offline runs first (they are under <results_dir>/wandb). "
+              "docs/wandb.md lists the panels to add by hand instead.", file=sys.stderr)
         return 2
     import wandb
 
-    entity = args.entity or wandb.Api().default_entity
-    view = build_workspace(entity, args.project, args.sweep, memory_key(rows), eval_metrics(rows), args.name)
+    view = build_workspace(entity or wandb.Api().default_entity, project, sweep_id, memory_key(rows),
+                           eval_metrics(rows), name)
     view.save()
-    print(f"peftbench: saved the workspace view {view.name!r} of sweep {args.sweep}: {view.url}")
+    print(f"peftbench-report: saved the workspace view {view.name!r} of sweep {sweep_id}: {view.url}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
