@@ -3,10 +3,12 @@
 Both loops do the same work per step (collate a batch from the same planned batches, forward,
 backward, gradient clipping, AdamW step, scheduler step) on identical models and the same sequence
 of batches; peftbench adds its throughput meter,
-loss bookkeeping and progress. Each is timed over the same steps after the same warm-up, several
+loss bookkeeping, progress and, with ``--wandb offline``, a live offline wandb run per repeat (the
+loss, learning rate, throughput and tokens seen every ``train.log_every`` steps, as a real run). Each is timed over the same steps after the same warm-up, several
 times, alternating. Target: peftbench's throughput >= 0.97 of the bare loop's.
 
     python benchmarks/harness_overhead.py [--steps 60] [--repeats 3] [--method lora] [--device auto]
+                                          [--wandb offline]
 """
 
 from __future__ import annotations
@@ -54,18 +56,27 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--method", default="lora")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--wandb", choices=("disabled", "offline"), default="disabled",
+                        help="offline: peftbench's loop logs to a live offline wandb run, as a real run does")
     args = parser.parse_args()
 
+    import tempfile
+    from pathlib import Path
+
     import torch
+    from omegaconf import OmegaConf
 
     from peftbench import runner
+    from peftbench.live import start_logger
     from peftbench.measure import synchronize
     from peftbench.record import RunRecord
     from peftbench.tasks import load_task
 
     warmup = 5
-    _, checked = compose_run([f"method={args.method}", f"train.steps={args.steps}", f"device={args.device}",
-                              f"train.measure_warmup_steps={warmup}", "wandb.mode=disabled"])
+    cfg, checked = compose_run([f"method={args.method}", f"train.steps={args.steps}", f"device={args.device}",
+                                f"train.measure_warmup_steps={warmup}", f"wandb.mode={args.wandb}"])
+    config = OmegaConf.to_container(cfg, resolve=True)
+    wandb_dir = Path(tempfile.mkdtemp(prefix="harness-overhead-"))
     device = runner.pick_device(checked.run.device)
     runner.quiet_libraries(False)
     torch.manual_seed(0)
@@ -80,10 +91,15 @@ def main() -> None:
                               device, synchronize))
         model = copy.deepcopy(base)
         stats = runner.TrainStats()
-        runner.train(model, tokenizer, data, checked, device, stats)
+        record = RunRecord(method=args.method)
+        logger = start_logger(record, config, wandb_dir)  # a NullLogger with wandb disabled
+        runner.train(model, tokenizer, data, checked, device, stats, logger)
+        record.close()
+        logger.finish(record)
         ours.append(stats.meter.samples_per_s)
     print(f"model {checked.run.model.name}, method {args.method}, {args.steps} steps x "
-          f"{checked.run.train.batch_size}, device {device}, {torch.get_num_threads()} threads")
+          f"{checked.run.train.batch_size}, device {device}, {torch.get_num_threads()} threads, wandb {args.wandb}"
+          f" (log_every {checked.run.train.log_every})")
     print(f"bare loop samples/s: {', '.join(f'{v:.1f}' for v in bare)}")
     print(f"peftbench samples/s: {', '.join(f'{v:.1f}' for v in ours)}")
     ratio = statistics.median(ours) / statistics.median(bare)

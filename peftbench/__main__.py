@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import os
 import sys
+import textwrap
 from dataclasses import fields
 from pathlib import Path
 
@@ -14,9 +16,18 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from peftbench.callbacks import SWEEP_ID_ENV
-from peftbench.config import RunConfig, TrainConfig, WandbConfig, register_configs
-from peftbench.resources import CONFIG_SEARCH_PATH, config_groups
+from peftbench.callbacks import SKIPPED_NOTE, SWEEP_ID_ENV
+from peftbench.config import (
+    RunConfig,
+    TrainConfig,
+    WandbConfig,
+    check_results_dir,
+    register_configs,
+    task_keys_used,
+)
+from peftbench.errors import ConfigError
+from peftbench.record import BUDGET_UNITS
+from peftbench.resources import CONFIG_PACKAGE, CONFIG_SEARCH_PATH, config_groups
 
 register_configs()
 
@@ -46,6 +57,7 @@ def sweep_objective(score: float | str | None) -> float:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_SEARCH_PATH, config_name="config")
 def hydra_main(cfg: DictConfig) -> float | None:
+    from peftbench.live import sigterm_as_interrupt
     from peftbench.runner import already_done, run  # torch loads only once the config composed
 
     sweep_id, multirun = sweep_context()
@@ -54,9 +66,11 @@ def hydra_main(cfg: DictConfig) -> float | None:
         print(f"peftbench: skipping: run {done['run_id']} (sweep {done['sweep_id']}) already succeeded with this "
               f"exact config, {done['metric']}={done['score']}; force=true runs it again.")
         if multirun:
+            mark_skipped(Path(HydraConfig.get().runtime.output_dir), done)
             return sweep_objective(done.get("score"))
         return float(done["score"]) if done.get("score") else None
-    record = run(cfg, sweep_id)
+    with sigterm_as_interrupt():  # a terminated run is recorded as cancelled, as Ctrl-C
+        record = run(cfg, sweep_id)
     if not multirun and record.status != "success":
         refused = record.error.startswith(("ConfigError", "MethodConfigError"))
         print(f"\npeftbench: run {record.run_id} {'refused' if refused else record.status}: "
@@ -70,6 +84,14 @@ def hydra_main(cfg: DictConfig) -> float | None:
           f"{record.trainable_params:,} of {record.total_params:,} parameters "
           f"({record.trainable_pct:.3f}%); recorded in {cfg.results_dir}/runs.csv")
     return record.score
+
+
+def mark_skipped(job_dir: Path, done: dict[str, str]) -> None:
+    """Leaves a note in the job's folder that it was skipped, and for which earlier run, so the
+    sweep's summary (:class:`peftbench.callbacks.SweepSummary`, maybe in another process) can say so."""
+    note = {"run_id": done.get("run_id", ""), "sweep_id": done.get("sweep_id", ""), "score": done.get("score", "")}
+    job_dir.mkdir(parents=True, exist_ok=True)
+    (job_dir / SKIPPED_NOTE).write_text(json.dumps(note), encoding="utf-8")
 
 
 # Top-level keys whose own keys we check before Hydra starts, for a message that lists the choices.
@@ -108,11 +130,82 @@ def _unknown(key: str, arg: str, allowed: list[str], what: str) -> str:
             f"method.alpha=32, model.name=<hub id>, task.eval_split=test.")
 
 
+MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+def hydra_argv(args: list[str]) -> list[str]:
+    """The arguments as Hydra's parser wants them.
+
+    - ``-m``/``--multirun`` may stand anywhere among the overrides: Hydra's argparse takes the
+      overrides as one block, so ``rank=2,4 -m train.steps=5`` fails there with "unrecognized
+      arguments"; the flag moves to the front.
+    - ``--cfg job`` (``-c job``) prints the config resolved (the method's ``rank`` as a number).
+    """
+    flags = [a for a in args if a in MULTIRUN_FLAGS][:1]
+    rest = [a for a in args if a not in MULTIRUN_FLAGS]
+    if _cfg_value(rest) is not None and "--resolve" not in rest:
+        rest.append("--resolve")
+    return flags + rest
+
+
+def _cfg_value(args: list[str]) -> str | None:
+    """The value of ``--cfg``/``-c`` (``job``, ``hydra``, ``all``), if given."""
+    for i, arg in enumerate(args):
+        if arg in ("--cfg", "-c") and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--cfg="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def check_results_dir_override(args: list[str]) -> str | None:
+    """An error message for a ``results_dir`` that could not hold the results, before Hydra makes its
+    run folder there (every value of a sweep's ``results_dir=a,b`` is checked)."""
+    values = [a.split("=", 1)[1] for a in args if a.startswith("results_dir=")] or ["results"]
+    for value in (v for joined in values for v in joined.split(",")):
+        try:
+            check_results_dir(value)
+        except ConfigError as err:
+            return f"peftbench: refused: {err}"
+    return None
+
+
+def print_job_config(args: list[str]) -> int:
+    """Prints the job's config as ``--cfg job`` does, but readable: interpolations resolved (the
+    method's rank is a number), the budget named on top, and only the task keys the task's source
+    and kind read. Returns the exit status."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    overrides = [a for a in args if "=" in a and not a.startswith("-")]
+    with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config.pop("hydra", None)
+    task = config.get("task") or {}
+    dropped = [k for k in task if k not in task_keys_used(task)]
+    config["task"] = {k: task[k] for k in task_keys_used(task)}
+    train = config.get("train") or {}
+    unit = next((u for u in BUDGET_UNITS if train.get(u) is not None), None)
+    print(f"# budget: {train.get(unit)} {unit} (train.{unit}); batch size {train.get('batch_size')}"
+          if unit else "# budget: none set")
+    if dropped:
+        note = (f"task keys that this {task.get('source')} {task.get('kind')} task does not read are left out: "
+                f"{', '.join(dropped)}")
+        print(textwrap.fill(note, width=100, initial_indent="# ", subsequent_indent="#   "))
+    print(OmegaConf.to_yaml(OmegaConf.create(config)), end="")
+    return 0
+
+
 def main() -> None:
-    message = check_override_keys(sys.argv[1:])
+    args = hydra_argv(sys.argv[1:])
+    message = check_override_keys(args) or check_results_dir_override(args)
     if message:
         print(message, file=sys.stderr)
         sys.exit(2)
+    if _cfg_value(args) == "job" and not any(a in MULTIRUN_FLAGS for a in args):
+        sys.exit(print_job_config(args))
+    sys.argv[1:] = args
     hydra_main()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sys
@@ -14,6 +15,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 SWEEP_ID_ENV = "PEFTBENCH_SWEEP_ID"
+SKIPPED_NOTE = "peftbench-skipped.json"  # left in a job's folder when its run was already done
 
 
 class SweepSummary(Callback):
@@ -35,10 +37,19 @@ class SweepSummary(Callback):
 
         sweep_id = os.environ.get(SWEEP_ID_ENV, "")
         results_dir = Path(str(config.results_dir))
+        skipped = skipped_runs(Path(str(config.hydra.sweep.dir)))
+        runs = load_runs(results_dir) if (results_dir / "runs.csv").exists() else None
+        mine = runs[runs["sweep_id"] == sweep_id] if runs is not None and len(runs) else runs
+        if skipped:
+            ids = ", ".join(note["run_id"] for note in skipped)
+            total = len(skipped) + (len(mine) if mine is not None else 0)
+            print(f"\npeftbench: {len(skipped)} of {total} runs already done in an earlier sweep: {ids}")
+        if mine is None or not len(mine):
+            if not skipped:
+                print(format_sweep_table(results_dir, sweep_id))
+            return
         print(f"\nSweep {sweep_id} ({results_dir / 'runs.csv'}):")
         print(format_sweep_table(results_dir, sweep_id))
-        runs = load_runs(results_dir)
-        mine = runs[runs["sweep_id"] == sweep_id] if len(runs) else runs
         if len(mine):
             log_sweep_table(mine, sweep_id, config, results_dir)
         bad = mine[mine["status"] != "success"] if len(mine) else mine
@@ -50,6 +61,12 @@ class SweepSummary(Callback):
             print(f"peftbench: {len(bad)} of {len(mine)} runs did not succeed: {names}", file=sys.stderr)
             if not search or len(bad) == len(mine):  # a search expects some trials to diverge
                 sys.exit(1)
+
+
+def skipped_runs(sweep_dir: Path) -> list[dict[str, str]]:
+    """The notes of this sweep's jobs that were skipped as already done, in job order."""
+    notes = sorted(sweep_dir.glob(f"*/{SKIPPED_NOTE}"), key=lambda p: (len(p.parent.name), p.parent.name))
+    return [json.loads(p.read_text(encoding="utf-8")) for p in notes]
 
 
 def is_search(config: DictConfig) -> bool:

@@ -8,7 +8,10 @@ type fails at start-up. Values that are well-typed but meaningless (``rank=0``) 
 from __future__ import annotations
 
 import dataclasses
+import os
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -207,11 +210,13 @@ class TaskConfig:
         path, config_name: arguments of ``datasets.load_dataset`` (source ``datasets``).
         data_files: source ``datasets``: passed to ``load_dataset``; source ``local``: split name
             to file (``{train: a.csv, validation: b.csv}``); without an ``eval_split`` file,
-            ``validation_fraction`` of the training file is held out with ``split_seed``.
+            ``validation_fraction`` of the training file is held out with ``split_seed``. A single
+            path (``task.data_files=a.csv``) is the training split's file.
         text_column, text_pair_column: input columns (the pair column for sentence-pair tasks).
         label_column: the label column: class ids (or names, see ``label_names``), a number for
             regression, or the answer/target text of a generation task.
-        label_names: class names in id order, for label columns that hold names.
+        label_names: class names in id order, for label columns that hold names; null with names
+            in the training split: its sorted unique values (as transformers' ``run_glue.py``).
         train_split, eval_split: split names; the score is computed on ``eval_split``.
         extra_eval_splits: more splits scored at the end with every metric (MNLI's mismatched
             validation set); recorded as ``<split>/<metric>`` in the run's ``metrics_json``.
@@ -242,7 +247,7 @@ class TaskConfig:
     source: str = "datasets"
     path: str | None = None
     config_name: str | None = None
-    data_files: dict[str, str | None] | None = field(default_factory=dict)
+    data_files: Any = field(default_factory=dict)
     text_column: str = "sentence"
     text_pair_column: str | None = None
     label_column: str = "label"
@@ -267,6 +272,7 @@ class TaskConfig:
     num_eval: int = 200
 
     def __post_init__(self) -> None:
+        self.data_files = _split_files(self.data_files, self.train_split)
         if self.kind not in TASK_KINDS:
             raise ConfigError(f"task.kind={self.kind!r} is not one of {', '.join(TASK_KINDS)}")
         if self.source not in TASK_SOURCES:
@@ -291,6 +297,42 @@ class TaskConfig:
             )
         if not self.operations or set(self.operations) - set("+-*"):
             raise ConfigError(f"task.operations={self.operations!r} must be made of + - *")
+
+
+def _split_files(data_files: Any, train_split: str) -> dict[str, str | None]:
+    """``task.data_files`` as ``{split: path}``: a single path is the training split's file."""
+    if data_files is None:
+        return {}
+    if isinstance(data_files, str):
+        return {train_split: data_files}
+    if isinstance(data_files, dict) and all(isinstance(v, (str, type(None))) for v in data_files.values()):
+        return {str(k): v for k, v in data_files.items()}
+    raise ConfigError(
+        f"task.data_files={data_files!r} must be a path (the training file) or split names to paths, "
+        f"for example task.data_files=data/train.csv or task.data_files.validation=data/dev.csv"
+    )
+
+
+# Task keys that only some sources or kinds read; ``--cfg job`` leaves out those a task does not use.
+TASK_KEYS_OF_SOURCE = {
+    "datasets": ("path", "config_name", "data_files"),
+    "local": ("data_files", "validation_fraction"),
+    "vader": ("min_abs_rating", "validation_fraction"),
+    "arithmetic": ("digits", "operations", "num_train", "num_eval"),
+}
+TASK_KEYS_OF_KIND = {
+    "classification": ("num_labels", "label_names"),
+    "causal_lm": ("prompt_template", "answer_extractor", "max_new_tokens", "max_target_length"),
+    "seq2seq": ("prompt_template", "answer_extractor", "max_new_tokens", "max_target_length"),
+}
+
+
+def task_keys_used(task: dict[str, Any]) -> list[str]:
+    """The keys of a task node that its ``source`` and ``kind`` read, in the node's order."""
+    unused = {k for keys in (*TASK_KEYS_OF_SOURCE.values(), *TASK_KEYS_OF_KIND.values()) for k in keys}
+    unused -= set(TASK_KEYS_OF_SOURCE.get(task.get("source"), ()))
+    unused -= set(TASK_KEYS_OF_KIND.get(task.get("kind"), ()))
+    return [k for k in task if k not in unused]
 
 
 @dataclass
@@ -418,6 +460,7 @@ class RunConfig:
     spectrum: SpectrumConfig = field(default_factory=SpectrumConfig)
 
     def __post_init__(self) -> None:
+        check_results_dir(self.results_dir)
         _positive(self.rank, "rank", hint=" (LoRA's rank r, for example 2, 4, 8 or 16)")
         if self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed}")
@@ -425,6 +468,36 @@ class RunConfig:
             raise ConfigError(f"eval_on={self.eval_on!r} is not one of eval, search")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"device={self.device!r} is not one of auto, cpu, cuda, cuda:N")
+
+
+def check_results_dir(results_dir: str) -> None:
+    """Refuses, before any training, a ``results_dir`` the run could not record its result in: a path
+    under a file, a file itself, or a folder (or its nearest existing parent) that cannot be written.
+
+    Nothing is created: the nearest existing folder is probed with a temporary file, removed at once.
+    """
+    path = Path(results_dir).expanduser()
+    problem = ""
+    if path.exists() and not path.is_dir():
+        problem = "it is a file, not a folder"
+    else:
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        runs_csv = path / "runs.csv"
+        if not existing.is_dir():
+            problem = f"{existing} is a file, so no folder can be made under it"
+        elif runs_csv.exists() and not os.access(runs_csv, os.W_OK):
+            problem = f"{runs_csv} is read-only"
+        else:
+            try:
+                with tempfile.TemporaryFile(dir=existing):
+                    pass
+            except OSError as err:
+                problem = f"{existing} cannot be written ({err.strerror or err})"
+    if problem:
+        raise ConfigError(
+            f"results_dir={results_dir!r} cannot hold the run's results: {problem}. Give a folder you can "
+            "write to (it is made if missing), for example results_dir=results or results_dir=/tmp/peftbench"
+        )
 
 
 def check_schedule(warmup_ratio: float | None, schedule: str | None, node: str, allow_none: bool = False) -> None:

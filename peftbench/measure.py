@@ -184,6 +184,12 @@ class ThroughputMeter:
             return None
         return self.samples / max(self.elapsed_s + self.clock() - self._t0, 1e-9)
 
+    def tokens_per_s_so_far(self) -> float | None:
+        """For live logging only: reads the clock without synchronizing the device."""
+        if self._t0 is None or not self.timed_steps:
+            return None
+        return self.tokens / max(self.elapsed_s + self.clock() - self._t0, 1e-9)
+
     @property
     def samples_per_s(self) -> float | None:
         return self.samples / self.elapsed_s if self.elapsed_s > 0 else None

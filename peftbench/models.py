@@ -184,7 +184,40 @@ def load_model_with_info(cfg: ModelConfig, task: TaskConfig) -> tuple[nn.Module,
             f"and model.name={cfg.name!r} ({config.model_type}) has none; use "
             + ("an encoder-decoder model such as T5" if kind.name == "seq2seq" else "another model")
         ) from None
+    check_generation_head(cfg, task, config.model_type, list(loading.get("missing_keys") or []))
     mismatched = {k[0] if isinstance(k, (tuple, list)) else k for k in loading.get("mismatched_keys") or ()}
     new_keys = sorted(set(loading.get("missing_keys") or ()) | mismatched)
     return model, tokenizer, {"new_keys": new_keys, "load_kwargs": load_kwargs,
                               "cacheable": not cfg.trust_remote_code and not getattr(model, "is_quantized", False)}
+
+
+def check_generation_head(cfg: ModelConfig, task: TaskConfig, model_type: str, missing_keys: list[str]) -> None:
+    """Refuses a generation task on a checkpoint that lacks the weights of the head it generates with
+    (an encoder such as MiniLM given ``task=arithmetic``: transformers would initialise its LM head at
+    random and train it silently); warns when an encoder's own LM head is used as a decoder, which
+    transformers supports but which is rarely what a benchmark means.
+
+    Raises:
+        ConfigError: for ``causal_lm`` and ``seq2seq`` tasks whose head weights are not in the checkpoint.
+    """
+    import warnings
+
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    if task.kind == "classification":
+        return  # a new classification head is expected: it is what fine-tuning trains
+    if missing_keys:
+        shown = ", ".join(missing_keys[:4]) + (f" and {len(missing_keys) - 4} more" if len(missing_keys) > 4 else "")
+        advice = ("an encoder-decoder model such as model=t5-base" if task.kind == "seq2seq"
+                  else "a decoder such as model=gpt2 or model=smollm2-135m")
+        raise ConfigError(
+            f"task.kind={task.kind!r} (task {task.name!r}) generates text, and model.name={cfg.name!r} "
+            f"({model_type}) has no trained head for it: its checkpoint lacks {shown}, which would start "
+            f"from random values. Use {advice}, or a classification task with this model"
+        )
+    if task.kind == "causal_lm" and model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        warnings.warn(
+            f"peftbench: model.name={cfg.name!r} is an encoder ({model_type}) used as a left-to-right decoder "
+            f"for task {task.name!r}: transformers supports it, but the model was not pretrained to generate",
+            stacklevel=2,
+        )

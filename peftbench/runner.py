@@ -36,9 +36,10 @@ from peftbench.api import (
 )
 from peftbench.baseline import majority_baseline
 from peftbench.budget import BatchPlan
-from peftbench.config import RECIPE_KEYS, Validated, validate
+from peftbench.config import RECIPE_KEYS, Validated, check_results_dir, validate
 from peftbench.contention import Contention, ContentionMeter
 from peftbench.errors import ConfigError
+from peftbench.live import NullLogger, RunLogger, start_logger
 from peftbench.measure import (
     MemoryMeter,
     ThroughputMeter,
@@ -53,7 +54,7 @@ from peftbench.progress import Progress
 from peftbench.record import RunRecord
 from peftbench.sinks import save_record
 from peftbench.speed import StageTimer, autocast, compile_model, compile_seconds, used_precision
-from peftbench.tasks import TaskData, load_task
+from peftbench.tasks import TaskData, infer_label_names, load_task, use_label_names
 
 # Keys that do not change what a run computes, left out of its identity (run_key). The top-level
 # `rank` is there too: methods with a rank carry its resolved value in their own node, and for the
@@ -77,23 +78,34 @@ def already_done(cfg: DictConfig) -> dict[str, str] | None:
 
 
 def run(cfg: DictConfig, sweep_id: str = "") -> RunRecord:
-    """Runs one benchmark run from a composed config and records it, whatever happens."""
+    """Runs one benchmark run from a composed config and records it, whatever happens.
+
+    Raises:
+        ConfigError: if ``results_dir`` cannot be written, so there is nowhere to record the run.
+    """
     record = RunRecord(sweep_id=sweep_id)
     config = OmegaConf.to_container(cfg, resolve=False)
     results_dir = Path(str(cfg.get("results_dir", "results")))
+    check_results_dir(str(results_dir))  # before any work: a result that cannot be recorded is lost
     device = torch.device("cpu")
     stats = TrainStats()
     stages = StageTimer()  # the record's stage_times_s; the sinks' writing below comes after it
+    logger: RunLogger = NullLogger()
     try:
         with stages("setup"):
             config = OmegaConf.to_container(cfg, resolve=True)
             describe(record, config)
             checked = validate(cfg)  # every bad value is refused here, before any work
+            if (names := infer_label_names(checked.run.task)) is not None:  # pos/neg in a CSV: names in id order
+                checked.run.task = use_label_names(checked.run.task, names)
+                config["task"] |= {"label_names": names, "num_labels": len(names)}
+                record.config_json = json.dumps(config, sort_keys=True, default=str)
             device = pick_device(checked.run.device)
             record.lr, record.device, record.eval_on = checked.lr, str(device), checked.run.eval_on
             record.schedule, record.warmup_ratio = checked.schedule, checked.warmup_ratio
             record.budget_unit, record.budget = checked.budget
             record.precision = used_precision(checked.run.train.precision, device)
+            logger = start_logger(record, config, results_dir)  # wandb's run starts with ours, model not yet loaded
             quiet_libraries(checked.run.verbose)
             seed_everything(checked.run.seed)
             memory = MemoryMeter(device)
@@ -108,15 +120,18 @@ def run(cfg: DictConfig, sweep_id: str = "") -> RunRecord:
         stats.compile_started_s = compile_seconds() if checked.run.train.compile else None
         if checked.run.train.eval_at_start:  # the zero-shot score, as step 0 of the evaluation curve
             with stages("evaluate"):
-                stats.eval_curve.append((0, evaluate(model, tokenizer, data, checked, device)[0]))
-                record.zero_shot_score = stats.eval_curve[0][1]
+                zero_shot, _, scores = evaluate(model, tokenizer, data, checked, device)
+                stats.eval_curve.append((0, zero_shot))
+                record.zero_shot_score = zero_shot
+                logger.log_eval(0, scores)
         with stages("train"):
             w0 = spectrum.snapshot(model, checked.method_name, checked.run.spectrum)
             busy = ContentionMeter(device).start()
-            train(model, tokenizer, data, checked, device, stats)
+            train(model, tokenizer, data, checked, device, stats, logger)
             fill_contention(record, busy.stop())
         with stages("evaluate"):
             score(record, model, tokenizer, data, checked, device)
+            logger.log_eval(stats.steps, json.loads(record.metrics_json))
         with stages("latency"):
             measure_inference(record, model, tokenizer, data, checked, device)
         with stages("record"):
@@ -134,7 +149,7 @@ def run(cfg: DictConfig, sweep_id: str = "") -> RunRecord:
         fill_progress(record, stats)
         record.stage_times_s = stages.as_json()
         record.close()
-        save_record(record, results_dir, config, config.get("wandb") or {})
+        save_record(record, results_dir, config, config.get("wandb") or {}, logger)
         release_device_memory(device)
     return record
 
@@ -251,9 +266,11 @@ class TrainStats:
 
 
 def train(model: nn.Module, tokenizer, data: TaskData, checked: Validated, device: torch.device,
-          stats: TrainStats) -> None:
+          stats: TrainStats, logger: RunLogger | None = None) -> None:
     """AdamW on the planned batches of the budget, with the run's warm-up and schedule; loss read every
-    ``log_every`` steps; evaluation every ``eval_every`` steps, with early stopping if configured."""
+    ``log_every`` steps (and told to ``logger`` with the learning rate, throughput and tokens seen);
+    evaluation every ``eval_every`` steps, with early stopping if configured."""
+    logger = logger or NullLogger()
     t = checked.run.train
     loader = train_loader(data, tokenizer, checked)
     total = stats.budget_steps = len(loader)
@@ -294,9 +311,14 @@ def train(model: nn.Module, tokenizer, data: TaskData, checked: Validated, devic
             loss_sum.zero_()
             since = 0
             progress.update(step, loss=mean, samples_per_s=meter.samples_per_s_so_far())
+            logger.log_train(step, {"train/loss": mean, "train/lr": scheduler.get_last_lr()[0],
+                                    "train/samples_per_s": meter.samples_per_s_so_far(),
+                                    "train/tokens_per_s": meter.tokens_per_s_so_far(), "train/tokens_seen": stats.tokens})
         if t.eval_every and step % t.eval_every == 0 and step < total:
             meter.pause()  # evaluation is not training time
-            stats.eval_curve.append((step, evaluate(model, tokenizer, data, checked, device)[0]))
+            value, _, scores = evaluate(model, tokenizer, data, checked, device)
+            stats.eval_curve.append((step, value))
+            logger.log_eval(step, scores)
             model.train()
             meter.resume()
             if stopper.should_stop(stats.eval_curve[-1][1]):

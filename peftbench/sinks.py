@@ -1,9 +1,10 @@
 """Where a finished run's record goes: the CSV first (it must never be lost), then JSON, then wandb.
 
-wandb is written from one background thread, so the next run of a sweep starts while it uploads
-(its start-up and ``finish`` take about a second even offline). Runs are written one at a time, in
-order (each ``wandb.init`` is finished before the next), and :func:`wait_for_sinks` (called by the
-sweep's summary, and at interpreter exit by ``concurrent.futures``) waits for them.
+A run's own wandb run is live (:mod:`peftbench.live`: started with the run, streamed during
+training) and is finished here with the record as its summary. A record without a live logger (a
+caller of :func:`save_record` outside the runner) is written to wandb after the fact from one
+background thread, one run at a time, in order; :func:`wait_for_sinks` (called by the sweep's
+summary, and at interpreter exit by ``concurrent.futures``) waits for those.
 """
 
 from __future__ import annotations
@@ -15,21 +16,29 @@ import os
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from peftbench.record import RunRecord, append_csv_row, write_json
+
+if TYPE_CHECKING:
+    from peftbench.live import RunLogger
 
 log = logging.getLogger("peftbench")
 
 
-def save_record(record: RunRecord, results_dir: Path, config: dict[str, Any], wandb_cfg: dict[str, Any]) -> None:
+def save_record(record: RunRecord, results_dir: Path, config: dict[str, Any], wandb_cfg: dict[str, Any],
+                logger: RunLogger | None = None) -> None:
     """Writes the record to ``runs.csv``, ``runs/<run_id>.json`` and wandb, in that order.
 
+    ``logger`` is the run's live logger (:func:`peftbench.live.start_logger`): the record goes to its
+    wandb run's summary and the run is finished. Without one, a wandb run is made after the fact.
     A failure of the JSON file or of wandb is reported as a warning and never loses the CSV row.
     """
     append_csv_row(results_dir / "runs.csv", record.to_row())
     _guarded("json", record.run_id, lambda: write_json(results_dir / "runs" / f"{record.run_id}.json", record))
-    if wandb_mode(wandb_cfg.get("mode", "auto")) != "disabled":
+    if logger is not None:  # the run's own live wandb run: finished here, before the next run starts one
+        _guarded("wandb", record.run_id, lambda: logger.finish(record))
+    elif wandb_mode(wandb_cfg.get("mode", "auto")) != "disabled":
         _pending.append(_background().submit(
             _guarded, "wandb", record.run_id, lambda: log_to_wandb(record, config, wandb_cfg, results_dir)))
 
@@ -53,7 +62,8 @@ def _background() -> ThreadPoolExecutor:
 
 
 def wait_for_sinks() -> None:
-    """Returns once every record handed to wandb so far is written (or its failure warned about)."""
+    """Returns once every record handed to wandb after the fact so far is written (or its failure
+    warned about)."""
     while _pending:
         _pending.pop(0).result()
 
@@ -90,32 +100,13 @@ def flat_config(config: dict[str, Any], record: RunRecord) -> dict[str, Any]:
 
 
 def log_to_wandb(record: RunRecord, config: dict[str, Any], wandb_cfg: dict[str, Any], results_dir: Path) -> None:
-    """One wandb run per benchmark run: flat config, the loss curve, the record as summary."""
-    mode = wandb_mode(wandb_cfg.get("mode", "auto"))
-    if mode == "disabled":
+    """A wandb run made after the fact for a finished record: flat config, the loss curve, the record
+    as summary (the runner logs live instead, through :mod:`peftbench.live`)."""
+    if wandb_mode(wandb_cfg.get("mode", "auto")) == "disabled":
         return
-    import wandb
+    from peftbench.wandb_live import WandbLogger
 
-    wandb_dir = Path(wandb_cfg.get("dir") or results_dir)
-    wandb_dir.mkdir(parents=True, exist_ok=True)
-    run = wandb.init(
-        project=wandb_cfg.get("project", "peftbench"),
-        entity=wandb_cfg.get("entity"),
-        group=record.sweep_id or None,
-        job_type=record.method or None,
-        name=f"{record.method}-{record.run_id}",
-        id=record.run_id,
-        tags=list(wandb_cfg.get("tags") or []),
-        config=flat_config(config, record),
-        mode=mode,
-        dir=str(wandb_dir),
-        reinit="finish_previous",
-        settings=wandb.Settings(silent=True, console="off"),
-    )
-    try:
-        for step, loss in record.loss_curve:
-            run.log({"train/loss": loss}, step=step)
-        row = record.to_row()
-        run.summary.update({k: v for k, v in row.items() if k != "config_json" and v != ""})
-    finally:
-        run.finish(exit_code=0 if record.status == "success" else 1)
+    logger = WandbLogger.start(record, {**config, "wandb": wandb_cfg}, results_dir)
+    for step, loss in record.loss_curve:
+        logger.log_train(step, {"train/loss": loss})
+    logger.finish(record)

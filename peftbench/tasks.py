@@ -14,6 +14,7 @@ parse; an error names the file (or dataset split) and the column.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
 from importlib import resources
@@ -259,6 +260,54 @@ def parse_labels(dataset: Any, cfg: TaskConfig, where: str) -> Any:
     if parsed == values and all(type(p) is type(v) for p, v in zip(parsed, values, strict=True)):
         return dataset
     return dataset.remove_columns(cfg.label_column).add_column(cfg.label_column, parsed)
+
+
+def infer_label_names(cfg: TaskConfig) -> list[str] | None:
+    """Class names read from the training split's label column when it holds names (``pos``/``neg``)
+    and ``task.label_names`` is not set: its sorted unique values, as transformers' ``run_glue.py``
+    does, so name ``i`` is class id ``i``. None when there is nothing to infer: labels that are class
+    ids, regression, generation, names already given, a built-in source, or a hub dataset (whose
+    labels are class ids; reading it twice would cost a second load)."""
+    import datasets
+
+    if cfg.kind != "classification" or cfg.num_labels == 1 or cfg.label_names is not None:
+        return None
+    if cfg.source == "local":
+        path = (cfg.data_files or {}).get(cfg.train_split)
+        if not path:
+            return None  # load_task names the missing file
+        train = read_local_file(path, cfg.train_split)
+    elif cfg.source == "datasets" and cfg.path in set(LOCAL_FORMATS.values()):  # files through datasets' csv/json
+        files = {split: path for split, path in (cfg.data_files or {}).items() if path}
+        train = datasets.load_dataset(cfg.path, cfg.config_name, split=cfg.train_split,
+                                      **({"data_files": files} if files else {}))
+    else:
+        return None
+    if cfg.label_column not in train.column_names:
+        return None  # load_task names the missing column
+    values = [v for v in train[cfg.label_column] if v is not None and str(v).strip()]
+    if not values or any(_is_class_id(v) for v in values):
+        return None  # class ids (a stray name among them is a typo that load_task reports with its row)
+    names = sorted({str(v) for v in values})
+    if len(names) < 2:
+        raise ConfigError(f"task.label_column={cfg.label_column!r} of {cfg.train_split!r} holds one label only, "
+                          f"{names[0]!r}: a classifier needs two classes or more (task.label_names fixes them)")
+    return names
+
+
+def use_label_names(cfg: TaskConfig, names: list[str]) -> TaskConfig:
+    """The task with inferred class names (and as many labels), said once on the terminal."""
+    print(f"peftbench: task {cfg.name!r}: class names inferred from the training split's "
+          f"{cfg.label_column!r} column (sorted; task.label_names fixes them): "
+          + ", ".join(f"{i}={name}" for i, name in enumerate(names)))
+    return dataclasses.replace(cfg, label_names=list(names), num_labels=len(names))
+
+
+def _is_class_id(value: Any) -> bool:
+    try:
+        return float(value).is_integer()
+    except (TypeError, ValueError):
+        return False
 
 
 def load_task(cfg: TaskConfig, tokenizer: Any, train: TrainConfig, eval_on: str = "eval") -> TaskData:

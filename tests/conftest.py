@@ -49,3 +49,21 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 600, env: dict[str, str] 
            "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, "-m", "peftbench", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture()
+def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """wandb offline, with every folder of its own under ``tmp_path`` and no account."""
+    for name, sub in (
+        ("WANDB_DIR", "wandb-root"),
+        ("WANDB_CACHE_DIR", "cache"),
+        ("WANDB_CONFIG_DIR", "config"),
+        ("WANDB_DATA_DIR", "data"),
+        ("WANDB_ARTIFACT_DIR", "artifacts"),
+    ):
+        (tmp_path / sub).mkdir()
+        monkeypatch.setenv(name, str(tmp_path / sub))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    return tmp_path

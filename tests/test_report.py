@@ -264,7 +264,7 @@ def test_no_successful_runs_gives_an_empty_table(tmp_path: Path) -> None:
     runs = load_runs(tmp_path)
     assert comparison_table(runs).empty
     assert len(failed_runs(runs)) == 1
-    assert "No successful runs" in render(build_report(tmp_path), "text")
+    assert "No successful runs" in render(build_report(tmp_path), "text", wide=True)
 
 
 # ------------------------------------------------------------------------------------ human formats
@@ -281,7 +281,7 @@ def test_human_units() -> None:
 
 
 def test_text_report_states_ddof_and_lists_failures(results: Path) -> None:
-    text = render(build_report(results), "text")
+    text = render(build_report(results), "text", wide=True)
     assert "ddof=1" in text
     assert "0.8900 ± 0.0100" in text and "0.9200 ± 0.0200" in text
     assert "2 GiB GPU" in text and "1 GiB RSS" in text

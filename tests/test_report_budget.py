@@ -286,7 +286,7 @@ def test_every_format_shows_each_rows_budget(results: Path) -> None:
     page.feed(render(built, "html", plots={}))
     assert _budget_by_row(page.rows[0], page.rows[1 : 1 + len(built.table)]) == EXPECTED_BUDGETS
 
-    text = render(built, "text")
+    text = render(built, "text", wide=True)
     header = text.splitlines()[
         text.splitlines().index("== model: minilm  task: vader  metric: accuracy ==") + 2
     ]
@@ -331,7 +331,7 @@ def test_every_format_shows_each_rows_budget(results: Path) -> None:
 def test_a_table_that_mixes_budgets_is_warned_about(results: Path) -> None:
     built = build_report(results)
     warning = "Warning: this table mixes training budgets: 150 steps (3 settings), 300 steps (1 setting)."
-    text = render(built, "text")
+    text = render(built, "text", wide=True)
     sections = {block.split(" ==")[0]: block for block in text.split("== model: ")[1:]}
     vader, sst2, mnli = (
         sections[f"minilm  task: {task}  metric: accuracy"] for task in ("vader", "sst2", "mnli")
@@ -357,7 +357,7 @@ def test_a_table_that_mixes_budgets_is_warned_about(results: Path) -> None:
 
     # One budget throughout: a single line, no warning.
     one = build_report(results, tasks=["sst2"])
-    assert "Budget: 500k tokens." in render(one, "markdown") and "Warning" not in render(one, "text")
+    assert "Budget: 500k tokens." in render(one, "markdown") and "Warning" not in render(one, "text", wide=True)
 
 
 # ----------------------------------------------------------------------------------- stopped early
@@ -378,7 +378,7 @@ def test_a_stopped_early_seed_gets_the_mark_and_the_note(results: Path) -> None:
     others = table[~((table["method"] == "lora") & (table["budget"] == 150)).to_numpy()]
     assert (others["n_stopped_early"] == 0).all() and others["stopped_steps"].isna().all()
 
-    text = render(built, "text")
+    text = render(built, "text", wide=True)
     marked = [line for line in text.splitlines() if "†" in line and not line.startswith(("†", "*"))]
     assert len(marked) == 1 and "0.7100 ± 0.0100†" in marked[0] and "150 steps" in marked[0]
     vader = text.split("task: vader")[1].split("== model")[0]
@@ -451,7 +451,7 @@ def test_an_old_file_without_budget_columns_still_renders(tmp_path: Path) -> Non
         assert "100 steps" in document or "100.0" in document, fmt
         assert not re.search(r"\d(†|\\dag)", document), fmt  # no score is marked
         assert not re.search(r"\d of \d seeds?", document), fmt  # and no note says so
-    text = render(built, "text")
+    text = render(built, "text", wide=True)
     assert "Budget: 100 steps (taken as the steps trained by runs recorded without a budget)." in text
     assert "Warning" not in text
     assert "100/100" in format_sweep_table(tmp_path, "sweepA")
@@ -464,7 +464,7 @@ def test_an_old_file_without_steps_shows_an_unknown_budget(tmp_path: Path) -> No
     row = built.table.iloc[0]
     assert row["budget_unit"] == "" and math.isnan(row["budget"]) and not row["budget_inferred"]
     assert row["n_seeds"] == 2 and row["score_mean"] == pytest.approx(0.55)
-    text = render(built, "text")
+    text = render(built, "text", wide=True)
     assert "Budget: not recorded (?)." in text
     grid_row = next(line for line in text.splitlines() if line.startswith("full "))
     assert grid_row.split()[2] == "?"

@@ -41,8 +41,11 @@ The package's rooms, each importing only those above it:
 * :mod:`~peftbench.report.answers`: did each setting learn, was the machine busy, which rank, what
   was forgotten, what is cheapest (issue 14; columns added to the comparison);
 * :mod:`~peftbench.report.summary`: those answers in sentences ("Which method?") and small tables;
+* :mod:`~peftbench.report.defaults`: each method's shipped defaults, for labels of what differs;
+* :mod:`~peftbench.report.terminal`: the default text report, key columns in 120 characters;
 * :mod:`~peftbench.report.sweep_table`: one sweep's table for the end of a multirun;
 * :mod:`~peftbench.report.wandb_table`: a sweep's comparison logged to Weights & Biases;
+* :mod:`~peftbench.report.workspace`: a sweep's wandb workspace view, built from code;
 * :mod:`~peftbench.report.cli`: the command line.
 
 The report imports no torch, and matplotlib, scipy and wandb only when a plot is drawn, a test
@@ -69,6 +72,7 @@ from peftbench.report.compare import (
     comparison_table,
     failed_runs,
 )
+from peftbench.report.defaults import method_defaults, short_setting_label
 from peftbench.report.display import (
     CI_HEADER,
     DISPLAY_HEADERS,
@@ -104,7 +108,9 @@ from peftbench.report.plots import METHOD_COLORS, PLOT_TITLES, method_color, ren
 from peftbench.report.stats import ALPHA, CI_LEVEL, SIGNIFICANCE_TEST, VS_BEST, pareto_front, significance
 from peftbench.report.summary import ANSWER_NOTES, answer_sections, which_method
 from peftbench.report.sweep_table import SWEEP_HEADERS, format_sweep_table
+from peftbench.report.terminal import render_terminal
 from peftbench.report.wandb_table import WANDB_TABLE_COLUMNS, log_sweep_to_wandb
+from peftbench.report.workspace import build_workspace, save_workspace
 
 __all__ = [
     "ALPHA",
@@ -164,6 +170,11 @@ __all__ = [
     "method_color",
     "pareto_front",
     "render",
+    "render_terminal",
+    "build_workspace",
+    "save_workspace",
+    "method_defaults",
+    "short_setting_label",
     "render_csv",
     "render_failed_csv",
     "render_html",

@@ -11,6 +11,7 @@ from peftbench.report.build import build_report, resolve_sort_column
 from peftbench.report.compare import BASELINE_METHOD
 from peftbench.report.formats import FORMATS, render, render_failed_csv
 from peftbench.report.plots import render_plots, save_plots
+from peftbench.report.workspace import save_workspace
 
 _EXTENSIONS = {
     ".txt": "text",
@@ -46,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
         help="output format (default: from the --output extension, else text)",
     )
     parser.add_argument("--output", "-o", metavar="PATH", help="write here instead of standard output")
+    parser.add_argument("--wide", action="store_true",
+                        help="text: every column and every setting (default: the key columns in 120 characters)")
+    parser.add_argument("--wandb-workspace", action="store_true",
+                        help="build and save the --sweep's wandb workspace view (needs a logged-in wandb)")
+    parser.add_argument("--project", default="peftbench", help="--wandb-workspace: the wandb project")
+    parser.add_argument("--entity", default=None, help="--wandb-workspace: the wandb entity (default: yours)")
     parser.add_argument("--plots-dir", metavar="DIR", help="also write the plots as PNG files into DIR")
     parser.add_argument("--no-plots", action="store_true", help="leave the plots out of the HTML page")
     parser.add_argument("--baseline", default=BASELINE_METHOD, help="method to compare with (default: full)")
@@ -68,6 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.wandb_workspace:
+        if not args.sweep or len(args.sweep) != 1:
+            print("peftbench-report: --wandb-workspace needs one --sweep <sweep id>", file=sys.stderr)
+            return 2
+        return save_workspace(args.results_dir, args.sweep[0], project=args.project, entity=args.entity)
     fmt = args.format
     if fmt is None:
         fmt = _EXTENSIONS.get(Path(args.output).suffix.lower(), "text") if args.output else "text"
@@ -100,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"wrote {path}", file=sys.stderr)
     if fmt == "html" and args.no_plots:
         plots = {}
-    document = render(report, fmt, plots=plots)
+    document = render(report, fmt, plots=plots, wide=args.wide)
     if args.output:
         out = Path(args.output)
         out.parent.mkdir(parents=True, exist_ok=True)

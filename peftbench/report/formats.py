@@ -20,6 +20,7 @@ from peftbench.report.display import (
 )
 from peftbench.report.html import render_html
 from peftbench.report.summary import ANSWER_NOTES
+from peftbench.report.terminal import render_terminal
 
 _LEFT = {"Method", "Setting", "vs best rank"}
 
@@ -205,13 +206,17 @@ def render_latex(report: Report, *, error_limit: int = 120) -> str:
     return "\n".join(parts) + "\n"
 
 
-def render(report: Report, fmt: str = "text", *, plots: dict[str, bytes] | None = None) -> str:
+def render(report: Report, fmt: str = "text", *, plots: dict[str, bytes] | None = None, wide: bool = False,
+           width: int | None = None) -> str:
     """Renders a report in one of :data:`FORMATS`.
 
     Args:
         report: The report from :func:`build_report`.
         fmt: ``text``, ``markdown``, ``csv``, ``latex`` or ``html``.
         plots: Only for ``html``: see :func:`render_html`.
+        wide: Only for ``text``: every column (:func:`render_text`) instead of the key columns in at
+            most 120 characters (:func:`~peftbench.report.terminal.render_terminal`).
+        width: Only for ``text`` without ``wide``: wrap prose at this width (default: the terminal's).
 
     Returns:
         The rendered document.
@@ -227,6 +232,8 @@ def render(report: Report, fmt: str = "text", *, plots: dict[str, bytes] | None 
     }
     if fmt == "html":
         return render_html(report, plots=plots)
+    if fmt == "text" and not wide:
+        return render_terminal(report, width=width)
     if fmt not in renderers:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     return renderers[fmt](report)

@@ -1,0 +1,59 @@
+"""Each method's defaults, read from its shipped config (``conf/method/<method>.yaml``), so that a
+setting's label can show only what differs from them."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from typing import Any
+
+import yaml
+
+from peftbench.report.groups import setting_label
+from peftbench.resources import conf_dir
+
+DEFAULTS_LABEL = "defaults"
+"""The short label of a setting that is exactly its method's defaults."""
+
+
+@functools.cache
+def method_defaults(method: str) -> dict[str, Any]:
+    """The keys of ``method=<method>`` as shipped, interpolations of top-level keys resolved
+    (LoRA's ``rank: ${rank}`` is the default rank); empty for a method without a config file."""
+    path = conf_dir() / "method" / f"{method}.yaml"
+    if not method or not path.is_file():
+        return {}
+    shipped = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    top = yaml.safe_load((conf_dir() / "config.yaml").read_text(encoding="utf-8")) or {}
+    out = {}
+    for key, value in shipped.items():
+        if key == "defaults":
+            continue
+        if isinstance(value, str) and value.startswith("${") and value.endswith("}"):
+            value = top.get(value[2:-1])
+        out[key] = value
+    return out
+
+
+def _same(value: Any, default: Any) -> bool:
+    if isinstance(value, (int, float)) and isinstance(default, (int, float)) and not isinstance(value, bool):
+        return math.isclose(float(value), float(default), rel_tol=1e-9)
+    return value == default
+
+
+def short_setting_label(method: str, method_settings: str, lr: float | None) -> str:
+    """Like :func:`~peftbench.report.groups.setting_label`, but only the settings (and learning rate)
+    that differ from the method's defaults: ``rank=4``, or ``defaults`` when none does."""
+    defaults = method_defaults(method)
+    try:
+        settings = json.loads(method_settings or "{}")
+    except ValueError:
+        return setting_label(method_settings, lr)
+    if not isinstance(settings, dict):
+        return setting_label(method_settings, lr)
+    differing = {k: v for k, v in settings.items() if not (k in defaults and _same(v, defaults[k]))}
+    if lr is not None and not (isinstance(lr, float) and math.isnan(lr)) and "lr" in defaults:
+        lr = None if _same(float(lr), defaults["lr"]) else lr
+    label = setting_label(json.dumps(differing), lr)
+    return DEFAULTS_LABEL if label == "-" else label

@@ -1,0 +1,152 @@
+"""Everyday command lines and local data: ``-m`` anywhere, a rerun sweep that skips everything,
+``--cfg job`` readable, results folders that cannot be written, string labels, the data_files
+shorthand, and an encoder refused for a generation task."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+
+import pytest
+
+from peftbench.__main__ import hydra_argv, print_job_config
+from peftbench.config import TaskConfig, check_results_dir, validate
+from peftbench.errors import ConfigError
+from peftbench.tasks import infer_label_names
+from tests.conftest import run_cli
+from tests.test_models import compose_run, one_torch_thread  # noqa: F401 (autouse)
+
+FAST = ["train.steps=3", "train.batch_size=8", "train.eval_size=16", "train.log_every=1",
+        "train.measure_warmup_steps=0", "train.latency_batches=0", "wandb.mode=disabled"]
+
+
+def test_multirun_flag_moves_to_the_front_wherever_it_stands():
+    assert hydra_argv(["method=lora", "rank=2,4", "-m", "train.steps=5"]) == ["-m", "method=lora", "rank=2,4",
+                                                                            "train.steps=5"]
+    assert hydra_argv(["a=1", "--multirun", "b=2"]) == ["--multirun", "a=1", "b=2"]
+    assert hydra_argv(["a=1", "b=2"]) == ["a=1", "b=2"]
+    assert hydra_argv(["--cfg", "job", "rank=4"]) == ["--cfg", "job", "rank=4", "--resolve"]
+
+
+def test_m_among_the_overrides_runs_a_sweep_and_a_rerun_says_all_were_done(tiny_bert_dir, tmp_path):
+    results = tmp_path / "results"
+    args = ["method=lora", "rank=2,4", "-m", f"model.name={tiny_bert_dir}", f"results_dir={results}", *FAST]
+    first = run_cli(args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    rows = list(csv.DictReader(open(results / "runs.csv")))
+    assert [r["rank"] for r in rows] == ["2", "4"] and all(r["status"] == "success" for r in rows)
+    again = run_cli(args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    ids = ", ".join(r["run_id"] for r in rows)
+    assert f"2 of 2 runs already done in an earlier sweep: {ids}" in again.stdout
+    assert "no runs recorded" not in again.stdout
+    assert len(list(csv.DictReader(open(results / "runs.csv")))) == 2
+
+
+def test_cfg_job_is_resolved_shows_the_budget_and_only_this_tasks_keys(capsys):
+    def printed(overrides):
+        assert print_job_config(overrides) == 0
+        out = capsys.readouterr().out
+        return out, "".join(line for line in out.splitlines(keepends=True) if not line.startswith("#"))
+
+    out, yaml = printed(["rank=4"])
+    assert out.startswith("# budget: 150 steps (train.steps)")
+    assert "left out:" in out and "digits" in out  # said in the comment, not printed as keys
+    assert "${" not in yaml and "  rank: 4\n" in yaml  # the method's rank is the number, not ${rank}
+    assert "digits:" not in yaml and "operations:" not in yaml and "min_abs_rating: 0.5" in yaml
+    _, yaml = printed(["task=arithmetic"])
+    assert "digits: 3" in yaml and "min_abs_rating" not in yaml and "num_labels" not in yaml
+
+
+def test_a_results_dir_under_a_file_is_refused_before_anything_runs(tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    proc = run_cli([f"results_dir={blocker}/results", "wandb.mode=disabled"], cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert f"results_dir='{blocker}/results' cannot hold the run's results" in proc.stderr
+    assert "is a file" in proc.stderr and "[train]" not in proc.stderr
+    with pytest.raises(ConfigError, match="results_dir=.*is a file"):
+        validate(compose_run([f"results_dir={blocker}"]))
+
+
+def test_a_folder_that_cannot_be_written_is_refused(tmp_path, monkeypatch):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    check_results_dir(str(folder / "new" / "deeper"))  # writable: passes, and creates nothing
+    assert list(folder.iterdir()) == []
+    if os.geteuid() != 0:  # root writes to a read-only folder: a real chmod tests only other users
+        folder.chmod(0o555)
+        with pytest.raises(ConfigError, match="cannot be written"):
+            check_results_dir(str(folder / "results"))
+        folder.chmod(0o755)
+
+    def read_only_filesystem(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only_filesystem)
+    with pytest.raises(ConfigError, match=r"results_dir=.*ro/results.*cannot be written \(Read-only file system\)"):
+        check_results_dir(str(folder / "results"))
+
+
+def _write_csv(path, rows):
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def test_string_labels_are_inferred_sorted_and_recorded(tiny_bert_dir, tmp_path, capsys):
+    from peftbench.runner import run
+
+    words = ["good", "bad", "great", "awful", "fine", "poor", "nice", "vile"] * 4
+    train = _write_csv(tmp_path / "train.csv",
+                       [{"text": w, "label": "pos" if i % 2 == 0 else "neg"} for i, w in enumerate(words)])
+    cfg = compose_run(["task=local", f"task.data_files={train}", f"model.name={tiny_bert_dir}",
+                       f"results_dir={tmp_path / 'results'}", *FAST])
+    record = run(cfg)
+    assert record.status == "success", record.error
+    task = json.loads(record.config_json)["task"]
+    assert task["label_names"] == ["neg", "pos"] and task["num_labels"] == 2
+    assert capsys.readouterr().out.count("class names inferred from the training split's 'label' column") == 1
+    row = next(csv.DictReader(open(tmp_path / "results" / "runs.csv")))
+    assert json.loads(row["config_json"])["task"]["label_names"] == ["neg", "pos"]
+
+
+def test_label_inference_rules(tmp_path):
+    three = _write_csv(tmp_path / "three.csv", [{"text": "a", "label": v} for v in ["neutral", "positive", "negative"]])
+    ids = _write_csv(tmp_path / "ids.csv", [{"text": "a", "label": v} for v in [0, 1, 1]])
+    typo = _write_csv(tmp_path / "typo.csv", [{"text": "a", "label": v} for v in ["1", "maybe"]])
+    one = _write_csv(tmp_path / "one.csv", [{"text": "a", "label": "pos"}] * 3)
+
+    def task(path, **settings):
+        return TaskConfig(name="t", source="local", text_column="text", data_files=str(path), **settings)
+
+    assert infer_label_names(task(three)) == ["negative", "neutral", "positive"]
+    assert infer_label_names(task(three, num_labels=3, label_names=["positive", "neutral", "negative"])) is None
+    assert infer_label_names(task(ids)) is None
+    assert infer_label_names(task(typo)) is None  # a stray name among ids stays an error of load_task
+    assert infer_label_names(task(three, num_labels=1)) is None  # regression
+    with pytest.raises(ConfigError, match="holds one label only, 'pos'"):
+        infer_label_names(task(one))
+
+
+def test_data_files_path_is_the_training_file():
+    checked = validate(compose_run(["task=local", "task.data_files=data/train.csv"]))
+    assert checked.run.task.data_files == {"train": "data/train.csv"}
+    checked = validate(compose_run(["task=local", "task.data_files.train=a.csv", "task.data_files.validation=b.csv"]))
+    assert checked.run.task.data_files == {"train": "a.csv", "validation": "b.csv"}
+    assert TaskConfig(name="t", source="local", train_split="fit", data_files="x.csv").data_files == {"fit": "x.csv"}
+    with pytest.raises(ConfigError, match="task.data_files=.*must be a path"):
+        TaskConfig(name="t", source="local", data_files=["x.csv"])
+
+
+def test_an_encoder_is_refused_for_a_generation_task(tiny_bert_dir):
+    from peftbench.config import ModelConfig
+    from peftbench.models import load_model
+
+    task = TaskConfig(name="arithmetic", kind="causal_lm", source="arithmetic", label_column="answer")
+    with pytest.raises(ConfigError, match=r"task.kind='causal_lm'.*has no trained head.*cls\.predictions.*model=gpt2"):
+        load_model(ModelConfig(name=str(tiny_bert_dir)), task)
