@@ -115,11 +115,15 @@ class ThroughputMeter:
     """Samples/s and tokens/s over the steps after a warm-up, with the device synchronized at the
     edges of the timed window (never inside it).
 
-    Call :meth:`step_done` after every optimizer step with that step's sample and token counts.
+    Call :meth:`step_done` after every optimizer step with that step's sample and token counts. In a
+    run on several processes ``barrier`` (``torch.distributed.barrier``) is called at each edge of
+    the window too, so every rank times the same interval.
     """
 
-    def __init__(self, device: torch.device, warmup_steps: int, clock=time.perf_counter) -> None:
+    def __init__(self, device: torch.device, warmup_steps: int, clock=time.perf_counter,
+                 barrier=None) -> None:
         self.device = device
+        self.barrier = barrier
         self.warmup_steps = warmup_steps
         self.clock = clock
         self.steps = self.samples = self.tokens = 0
@@ -146,6 +150,8 @@ class ThroughputMeter:
 
     def _start_window(self) -> None:
         synchronize(self.device)
+        if self.barrier is not None:
+            self.barrier()
         self._t0 = self.clock()
 
     def pause(self) -> None:
@@ -163,6 +169,8 @@ class ThroughputMeter:
 
     def end(self) -> None:
         synchronize(self.device)
+        if self.barrier is not None:
+            self.barrier()
         if self._t0 is not None and self.timed_steps:
             self.elapsed_s += self.clock() - self._t0
             self._t0 = None

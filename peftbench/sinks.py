@@ -20,7 +20,11 @@ def save_record(record: RunRecord, results_dir: Path, config: dict[str, Any], wa
 
     A failure of the JSON file or of wandb is reported as a warning and never loses the CSV row.
     """
-    append_csv_row(results_dir / "runs.csv", record.to_row())
+    try:
+        append_csv_row(results_dir / "runs.csv", record.to_row())
+    except OSError:  # a filesystem without locks: keep the JSON file at least, then say so
+        write_json(results_dir / "runs" / f"{record.run_id}.json", record)
+        raise
     for sink, call in (("json", lambda: write_json(results_dir / "runs" / f"{record.run_id}.json", record)),
                        ("wandb", lambda: log_to_wandb(record, config, wandb_cfg, results_dir))):
         try:
