@@ -27,8 +27,11 @@ The semantics, the same at any world size:
 
 from __future__ import annotations
 
+import atexit
+import itertools
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -45,7 +48,7 @@ from peftbench.measure import MemoryPeak, ThroughputMeter
 # Rank 0 alone scores the whole model after training while the others wait in a collective: long
 # enough for a large evaluation split, still bounded.
 TIMEOUT = timedelta(hours=2)
-FAILED_KEY, RECORDED_KEY = "peftbench/failed", "peftbench/recorded"
+_RUNS = itertools.count()  # runs this process took part in: every rank counts the same sequence
 
 
 def world_from_env(env: dict[str, str] | None = None) -> tuple[int, int, int]:
@@ -92,6 +95,7 @@ class Distributed:
     rank: int = 0
     local_rank: int = 0
     strategy: str = "single"
+    key: str = "peftbench/0"  # this run's keys in the process group's store
     _batches: list[list[int]] = field(default_factory=list, repr=False)
     _weights: list[float] = field(default_factory=list, repr=False)
     _once: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -254,7 +258,8 @@ class Distributed:
         def watch() -> None:
             while not self._finished:
                 try:
-                    error = store.get(FAILED_KEY).decode() if store.check([FAILED_KEY]) else None
+                    failed = f"{self.key}/failed"
+                    error = store.get(failed).decode() if store.check([failed]) else None
                 except Exception:  # the store is gone: the run is ending anyway
                     return
                 if error:
@@ -292,9 +297,9 @@ class Distributed:
             return
         try:
             store = _store()
-            store.compare_set(FAILED_KEY, "", f"rank {self.rank}: {error}")  # the first failure wins
+            store.compare_set(f"{self.key}/failed", "", f"rank {self.rank}: {error}")  # the first failure wins
             deadline = time.monotonic() + wait_s
-            while time.monotonic() < deadline and not store.check([RECORDED_KEY]):
+            while time.monotonic() < deadline and not store.check([f"{self.key}/recorded"]):
                 time.sleep(0.1)
         except Exception:  # rank 0 (which hosts the store) has gone: nothing left to tell
             return
@@ -306,20 +311,25 @@ class Distributed:
             return None
         try:
             store = _store()
-            return store.get(FAILED_KEY).decode() if store.check([FAILED_KEY]) else None
+            failed = f"{self.key}/failed"
+            return store.get(failed).decode() if store.check([failed]) else None
         except Exception:
             return None
 
     def mark_recorded(self) -> None:
         if self.active and self.is_main:
             try:
-                _store().set(RECORDED_KEY, "1")
+                _store().set(f"{self.key}/recorded", "1")
             except Exception:
                 pass
 
-    def close(self) -> None:
-        if self.active and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+    def close(self, status: str) -> None:
+        """The end of the run. A run that did not succeed ends the process with status 1 on every
+        rank: the ranks may be at different points of the run, and no later collective (the next
+        job of a sweep) could match. The process group itself lives until the process exits, so
+        the jobs of a sweep under torchrun share it."""
+        if self.active and status != "success":
+            sys.exit(1)
 
 
 class _Shares:
@@ -378,9 +388,11 @@ def start(strategy: str, batch_size: int, device: torch.device) -> Distributed:
     if "WORLD_SIZE" not in os.environ:  # a SLURM step: torch's env:// rendezvous reads these
         _slurm_rendezvous(os.environ)  # type: ignore[arg-type]
         os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(local))
-    context = Distributed(world_size=world, rank=rank, local_rank=local, strategy=strategy)
+    context = Distributed(world_size=world, rank=rank, local_rank=local, strategy=strategy,
+                          key=f"peftbench/{next(_RUNS)}")
     device = context.device(device)
     if not torch.distributed.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         torch.distributed.init_process_group(backend, timeout=TIMEOUT)
+        atexit.register(torch.distributed.destroy_process_group)
     return context

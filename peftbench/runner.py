@@ -129,7 +129,7 @@ def run(cfg: DictConfig, sweep_id: str = "") -> RunRecord:
     finally:
         dist.finish_once(finish)
         release_device_memory(device)
-        dist.close()
+        dist.close(record.status)  # a failed distributed run ends every rank's process here
     return record
 
 
