@@ -248,3 +248,30 @@ def test_a_failure_on_one_rank_is_recorded_once_and_every_rank_exits(tiny_bert_d
     (row,) = _rows(tmp_path)
     assert row["status"] == "failed" and row["world_size"] == "2"
     assert row["error"] == "RemoteRankError: rank 1: RuntimeError: injected fault on rank 1"
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_every_other_method_trains_wrapped_on_two_processes(still_bert_dir, tmp_path, strategy):
+    """Adapters, prefix tuning and IA3 under DDP and FSDP (LoRA and full fine-tuning: above), one
+    sweep under one torchrun: each run succeeds with the count of the method applied in one process."""
+    from transformers import AutoModelForSequenceClassification
+
+    from peftbench.api import apply_method, count_parameters
+    from peftbench.config import validate
+
+    names = ["houlsby", "pfeiffer", "prefix", "ia3"]
+    results = tmp_path / strategy
+    proc = _torchrun([f"model.name={still_bert_dir}", f"method={','.join(names)}", f"train.strategy={strategy}",
+                      f"results_dir={results}", *FAST, "-m"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["method"]: r for r in _rows(results)}
+    assert sorted(rows) == sorted(names)
+    register_configs()
+    for name, row in rows.items():
+        assert row["status"] == "success" and row["world_size"] == "2" and row["strategy"] == strategy, row["error"]
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            checked = validate(compose("config", overrides=[f"method={name}", f"model.name={still_bert_dir}"]))
+        model = apply_method(AutoModelForSequenceClassification.from_pretrained(still_bert_dir), name,
+                             **checked.method_settings)
+        assert int(row["trainable_params"]) == count_parameters(model)[0], name
+        assert int(row["checkpoint_bytes"]) > 4 * int(row["trainable_params"])  # the whole method state, gathered
