@@ -136,6 +136,12 @@ class Distributed:
             self._weights.append(len(mine) / n)
         return _Shares(self._batches)
 
+    def counted(self, step: int, samples: int, tokens: int) -> tuple[int, int]:
+        """What a step's batch adds to the budget's count: nothing for a weight-0 stand-in example."""
+        if self.active and self._weights[step - 1] == 0:
+            return 0, 0
+        return samples, tokens
+
     def scaled_loss(self, loss: torch.Tensor, step: int) -> torch.Tensor:
         """The loss to back-propagate: weighted by this rank's share of the batch, times the world size
         (DDP and FSDP average gradients over ranks)."""

@@ -269,6 +269,7 @@ def train(model: nn.Module, tokenizer, data: TaskData, checked: Validated, devic
     meter.begin()
     for step, batch in enumerate(loader, start=1):
         samples, tokens = len(batch["labels"]), int(batch["attention_mask"].sum())  # on the CPU: no sync
+        samples, tokens = dist.counted(step, samples, tokens)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast:
             loss = net(**batch).loss

@@ -78,10 +78,12 @@ def test_slurm_rendezvous_takes_the_first_node_and_a_port_from_the_job():
     assert (given["MASTER_ADDR"], given["MASTER_PORT"]) == ("head", "999")
 
 
-@pytest.mark.parametrize("unit, amount", [("steps", 7), ("samples", 45), ("tokens", 170)])
+@pytest.mark.parametrize("unit, amount", [("steps", 7), ("samples", 45), ("samples", 39), ("tokens", 170)])
 def test_rank_shares_cut_the_one_process_plan_and_weigh_to_its_mean(unit, amount):
     lengths = [3 + i % 5 for i in range(30)]
     plan = BatchPlan(lengths, 8, unit, amount, seed=4)
+    if (unit, amount) == ("samples", 39):  # 30 examples in batches of 8, 8, 8, 6, then 8 and one example: two ranks stand by with weight 0
+        assert [len(b) for b in plan][-1] == 1
     shares = []
     for rank in range(3):
         context = distributed.Distributed(world_size=3, rank=rank, strategy="ddp")
@@ -94,6 +96,10 @@ def test_rank_shares_cut_the_one_process_plan_and_weigh_to_its_mean(unit, amount
         assert sum(weights) == pytest.approx(1.0)
         assert all(w == len(m) / len(batch) for m, w in zip(mine, weights, strict=True) if w > 0)
         assert all(len(m) == 1 for m, w in zip(mine, weights, strict=True) if w == 0)  # joins with weight 0
+        for context_shares, context_weights in shares:  # a stand-in example counts for nothing
+            rank_counts = (len(context_shares[step]), 9)
+            expected = (0, 0) if context_weights[step] == 0 else rank_counts
+            assert distributed.Distributed(world_size=3, _weights=context_weights).counted(step + 1, *rank_counts) == expected
 
 
 def test_one_process_keeps_its_run_key_and_other_world_sizes_get_their_own():
