@@ -57,8 +57,9 @@ def sweep_objective(score: float | str | None) -> float:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_SEARCH_PATH, config_name="config")
 def hydra_main(cfg: DictConfig) -> float | None:
+    from peftbench.distributed import world_from_env  # torch loads only once the config composed
     from peftbench.live import sigterm_as_interrupt
-    from peftbench.runner import already_done, run  # torch loads only once the config composed
+    from peftbench.runner import already_done, run
 
     sweep_id, multirun = sweep_context()
     done = already_done(cfg)
@@ -71,6 +72,8 @@ def hydra_main(cfg: DictConfig) -> float | None:
         return float(done["score"]) if done.get("score") else None
     with sigterm_as_interrupt():  # a terminated run is recorded as cancelled, as Ctrl-C
         record = run(cfg, sweep_id)
+    if world_from_env()[1] != 0:  # rank 0 speaks for a run on several processes (a failed one exited already)
+        return sweep_objective(record.score) if multirun else record.score
     if not multirun and record.status != "success":
         refused = record.error.startswith(("ConfigError", "MethodConfigError"))
         print(f"\npeftbench: run {record.run_id} {'refused' if refused else record.status}: "

@@ -21,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 from peftbench import methods
 from peftbench.answers import EXTRACTORS
 from peftbench.errors import ConfigError
-from peftbench.record import BUDGET_UNITS
+from peftbench.record import BUDGET_UNITS, STRATEGIES
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")
@@ -77,6 +77,10 @@ class TrainConfig:
         compile_mode: inductor's mode: default, reduce-overhead (CUDA graphs) or max-autotune.
         eval_at_start: also score the evaluation split before the first step (the zero-shot
             score), recorded as step 0 of the evaluation curve; not counted as training time.
+        strategy: how a run started on several processes (``torchrun``, a SLURM step of several
+            tasks) shares the work: ``ddp`` (each rank a whole replica, gradients averaged) or
+            ``fsdp`` (parameters, gradients and optimizer state sharded with FSDP2, for models
+            that do not fit one device). A run on one process ignores it and records ``single``.
     """
 
     steps: int | None = 150
@@ -103,8 +107,12 @@ class TrainConfig:
     compile_backend: str = "inductor"
     compile_mode: str = "default"
     eval_at_start: bool = False
+    strategy: str = "ddp"
 
     def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"train.strategy={self.strategy!r} is not one of {', '.join(STRATEGIES)} (how a run on "
+                              "several processes shares the work; one process ignores it)")
         chosen = {unit: getattr(self, unit) for unit in BUDGET_UNITS if getattr(self, unit) is not None}
         if len(chosen) != 1:
             given = ", ".join(f"train.{unit}={value}" for unit, value in chosen.items()) or "none"

@@ -117,12 +117,15 @@ class ThroughputMeter:
 
     Call :meth:`step_done` after every optimizer step with that step's sample and token counts.
     ``excluded_clock`` (seconds so far of work that is not training, such as ``torch.compile``'s
-    recompiles) is read at the window's edges and what it grew by inside the window is left out.
+    recompiles) is read at the window's edges and what it grew by inside the window is left out. In a
+    run on several processes ``barrier`` (``torch.distributed.barrier``) is called at each edge of
+    the window too, so every rank times the same interval.
     """
 
     def __init__(self, device: torch.device, warmup_steps: int, clock=time.perf_counter,
-                 excluded_clock=None) -> None:
+                 excluded_clock=None, barrier=None) -> None:
         self.device = device
+        self.barrier = barrier
         self.warmup_steps = warmup_steps
         self.clock = clock
         self.excluded_clock = excluded_clock
@@ -151,6 +154,8 @@ class ThroughputMeter:
 
     def _start_window(self) -> None:
         synchronize(self.device)
+        if self.barrier is not None:
+            self.barrier()
         self._t0 = self.clock()
         if self.excluded_clock is not None:
             self._excluded0 = self.excluded_clock()
@@ -174,6 +179,8 @@ class ThroughputMeter:
 
     def end(self) -> None:
         synchronize(self.device)
+        if self.barrier is not None:
+            self.barrier()
         if self._t0 is not None and self.timed_steps:
             self.elapsed_s += self._window_s()
             self._t0 = None

@@ -1,8 +1,10 @@
 """One record per run, and the sinks that keep it: ``runs.csv``, a JSON file per run, wandb.
 
-The CSV row is the record flattened. Rows are appended under an exclusive file lock with a single
-``write`` of the whole line, so concurrent runs never interleave and a crash cannot damage the rows
-already written.
+The CSV row is the record flattened. Rows are appended under an exclusive POSIX record lock
+(``fcntl.lockf``, which NFSv3 through lockd, NFSv4 and Lustre mounted with ``-o flock`` carry to every
+client, where ``flock`` may stay local to one machine) with a single positioned ``write`` of the whole
+line at the end of the file as the lock holder sees it, so concurrent runs on any number of machines
+never interleave and a crash cannot damage the rows already written.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import fcntl
 import io
 import json
 import os
+import threading
 import traceback
 import typing
 import uuid
@@ -23,6 +26,7 @@ from typing import Any
 STATUSES = ("success", "failed", "cancelled")
 BUDGET_UNITS = ("steps", "epochs", "samples", "tokens")  # what ``budget_unit`` can be
 COLUMN_TYPES = ("str", "int", "float", "bool", "datetime")  # what a CSV column holds (column_types)
+STRATEGIES = ("ddp", "fsdp")  # train.strategy of a run on several processes; ``strategy`` is "single" on one
 
 
 @dataclass
@@ -63,6 +67,8 @@ class RunRecord:
     train_samples: int | None = None  # training examples seen
     train_tokens: int | None = None  # non-padding input tokens seen
     stopped_early: bool | None = None  # training ended before its budget was spent
+    world_size: int = 1  # processes that trained the run together (torch.distributed ranks)
+    strategy: str = "single"  # how they shared it: single (one process), ddp or fsdp
     stop_reason: str = ""  # why it stopped early: early_stopping, failed or cancelled
     schedule: str = ""  # learning-rate schedule after the warm-up: linear, cosine or constant
     warmup_ratio: float | None = None  # share of budget_steps with a linear warm-up
@@ -120,6 +126,9 @@ class RunRecord:
     eval_curve: list[tuple[int, float]] = field(default_factory=list)
     # Per changed weight matrix: its update's spectrum (peftbench/spectrum.py, Spectrum.layers).
     update_spectrum: list[dict[str, Any]] = field(default_factory=list)
+    # Also JSON only: each rank's own peak memory and throughput, in rank order, for a run on several
+    # processes (the CSV holds the maximum memory and the summed throughput).
+    per_rank: list[dict[str, Any]] = field(default_factory=list)
 
     def fail(self, err: BaseException, status: str = "failed") -> None:
         self.status = status
@@ -132,11 +141,11 @@ class RunRecord:
         self.finished_at = now_iso()
 
     def to_row(self) -> dict[str, Any]:
-        """The CSV row: every column but the loss curve; None becomes an empty cell."""
+        """The CSV row: every column but the curves and the per-rank figures; None becomes an empty cell."""
         return {name: _cell(getattr(self, name)) for name in CSV_COLUMNS}
 
 
-JSON_ONLY = ("loss_curve", "eval_curve", "update_spectrum")  # kept in runs/<run_id>.json, not in the CSV
+JSON_ONLY = ("loss_curve", "eval_curve", "update_spectrum", "per_rank")  # kept in runs/<run_id>.json, not in the CSV
 CSV_COLUMNS = [f.name for f in fields(RunRecord) if f.name not in JSON_ONLY]
 
 _PYTHON_TYPES = {int: "int", float: "float", bool: "bool", str: "str"}
@@ -184,37 +193,70 @@ def _cell(value: Any) -> Any:
     return value
 
 
+# POSIX record locks belong to the process, not to the file descriptor: two threads of one process
+# would both "hold" it, and closing any descriptor of the file drops it. Threads take this first.
+_THREAD_LOCK = threading.Lock()
+
+
 def append_csv_row(path: Path, row: dict[str, Any]) -> None:
     """Appends ``row`` to the CSV at ``path``, writing the header if the file is new or empty.
 
-    A file written by an older version with other columns is rewritten once, under the lock, to the
-    union of both column sets, so no recorded value is lost. The rewrite happens in place (other
-    writers hold this inode's lock) after a backup copy ``runs.csv.bak`` is safely on disk.
+    Safe from many processes on many machines sharing the file over NFS or Lustre: the row is written
+    under an exclusive POSIX record lock (``fcntl.lockf`` over the whole file), at the end of the file
+    as read after the lock is taken (taking the lock makes an NFS client revalidate its cached size,
+    which ``O_APPEND`` alone does not), in one ``pwrite``, and flushed with ``fsync`` before the lock
+    is released. A file written by an older version with other columns is rewritten once, under the
+    lock, to the union of both column sets, so no recorded value is lost. The rewrite happens in place
+    (other writers lock this inode) after a backup copy ``runs.csv.bak`` is safely on disk.
+
+    Raises:
+        OSError: the filesystem refuses POSIX locks (Lustre mounted without ``flock``, NFS without
+            a lock manager); the message says so, and the run's JSON file is still written.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    with _THREAD_LOCK:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            _lock(fd, path)
+            try:
+                _append_locked(fd, path, row)
+            finally:
+                fcntl.lockf(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+
+def _lock(fd: int, path: Path) -> None:
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        header = _read_header(path)
-        columns = list(row)
-        if header and header != columns:
-            if set(columns) <= set(header):
-                columns = header
-            else:
-                columns = header + [c for c in columns if c not in header]
-                _rewrite_with_columns(fd, path, columns)
-        buffer = io.StringIO()
-        if _ends_without_newline(fd):  # a row torn by a crash: start ours on a line of its own
-            buffer.write("\n")
-        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-        if not header:
-            writer.writeheader()
-        writer.writerow({c: row.get(c, "") for c in columns})
-        os.write(fd, buffer.getvalue().encode("utf-8"))  # one write: a row is never split
-        os.fsync(fd)
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        fcntl.lockf(fd, fcntl.LOCK_EX)  # blocks until every other writer, on any client, is done
+    except OSError as err:
+        raise OSError(err.errno, f"cannot take a POSIX lock on {path} ({err.strerror}): rows could be lost "
+                      "if several runs append at once, so none is appended. This filesystem does not support "
+                      "fcntl record locks (Lustre needs the `flock` mount option, NFSv3 a running lockd); put "
+                      "results_dir on a filesystem that does") from err
+
+
+def _append_locked(fd: int, path: Path, row: dict[str, Any]) -> None:
+    header = _read_header(fd)
+    columns = list(row)
+    if header and header != columns:
+        if set(columns) <= set(header):
+            columns = header
+        else:
+            columns = header + [c for c in columns if c not in header]
+            _rewrite_with_columns(fd, path, columns)
+    buffer = io.StringIO()
+    if _ends_without_newline(fd):  # a row torn by a crash: start ours on a line of its own
+        buffer.write("\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    if not header:
+        writer.writeheader()
+    writer.writerow({c: row.get(c, "") for c in columns})
+    data = buffer.getvalue().encode("utf-8")
+    end = os.fstat(fd).st_size
+    if os.pwrite(fd, data, end) != len(data):  # one write: a row is never split
+        raise OSError(f"short write appending a row to {path}")
+    os.fsync(fd)
 
 
 def _ends_without_newline(fd: int) -> bool:
@@ -222,13 +264,31 @@ def _ends_without_newline(fd: int) -> bool:
     return size > 0 and os.pread(fd, 1, size - 1) != b"\n"
 
 
-def _read_header(path: Path) -> list[str]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return next(csv.reader(f), [])
+# Everything below reads through the locked descriptor: opening and closing the file a second time
+# would release the process's POSIX lock (a lock belongs to the process and the inode).
+def _read_header(fd: int) -> list[str]:
+    first, offset = b"", 0
+    while b"\n" not in first:
+        chunk = os.pread(fd, 65536, offset)
+        if not chunk:
+            break
+        first, offset = first + chunk, offset + len(chunk)
+    return next(csv.reader([first.split(b"\n", 1)[0].decode("utf-8")]), [])
+
+
+def _read_all(fd: int) -> str:
+    size = os.fstat(fd).st_size
+    data, offset = b"", 0
+    while offset < size:
+        chunk = os.pread(fd, size - offset, offset)
+        if not chunk:
+            break
+        data, offset = data + chunk, offset + len(chunk)
+    return data.decode("utf-8")
 
 
 def _rewrite_with_columns(fd: int, path: Path, columns: list[str]) -> None:
-    old_text = path.read_text(encoding="utf-8")
+    old_text = _read_all(fd)
     backup = path.with_suffix(path.suffix + ".bak")
     backup.write_text(old_text, encoding="utf-8")
     with open(backup, "rb") as f:
@@ -239,7 +299,7 @@ def _rewrite_with_columns(fd: int, path: Path, columns: list[str]) -> None:
     for old in csv.DictReader(io.StringIO(old_text)):
         writer.writerow({c: old.get(c, "") for c in columns})
     os.ftruncate(fd, 0)
-    os.write(fd, buffer.getvalue().encode("utf-8"))
+    os.pwrite(fd, buffer.getvalue().encode("utf-8"), 0)
     os.fsync(fd)
     backup.unlink()
 

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from peftbench import cache, forgetting, provenance, spectrum
+from peftbench import cache, distributed, forgetting, provenance, spectrum
 from peftbench.api import (
     apply_method,
     count_parameters,
@@ -42,6 +42,7 @@ from peftbench.errors import ConfigError
 from peftbench.live import NullLogger, RunLogger, start_logger
 from peftbench.measure import (
     MemoryMeter,
+    MemoryPeak,
     ThroughputMeter,
     device_name,
     peak_flops,
@@ -66,7 +67,7 @@ def already_done(cfg: DictConfig) -> dict[str, str] | None:
     """The recorded successful row with this config's run_key, unless ``force=true``."""
     if cfg.get("force"):
         return None
-    key = run_key(OmegaConf.to_container(cfg, resolve=True))
+    key = run_key(OmegaConf.to_container(cfg, resolve=True), distributed.world_from_env()[0])
     path = Path(str(cfg.results_dir)) / "runs.csv"
     if not path.exists():
         return None
@@ -91,6 +92,16 @@ def run(cfg: DictConfig, sweep_id: str = "") -> RunRecord:
     stats = TrainStats()
     stages = StageTimer()  # the record's stage_times_s; the sinks' writing below comes after it
     logger: RunLogger = NullLogger()
+    dist = distributed.Distributed(*distributed.world_from_env())  # joined below, once the config is valid
+
+    def finish() -> None:  # exactly once, here or from rank 0's watch for another rank's failure
+        fill_progress(record, stats)
+        record.stage_times_s = stages.as_json()
+        record.close()
+        if dist.is_main:
+            save_record(record, results_dir, config, config.get("wandb") or {}, logger)
+            dist.mark_recorded()
+
     try:
         with stages("setup"):
             config = OmegaConf.to_container(cfg, resolve=True)
@@ -100,12 +111,16 @@ def run(cfg: DictConfig, sweep_id: str = "") -> RunRecord:
                 checked.run.task = use_label_names(checked.run.task, names)
                 config["task"] |= {"label_names": names, "num_labels": len(names)}
                 record.config_json = json.dumps(config, sort_keys=True, default=str)
-            device = pick_device(checked.run.device)
+            dist = distributed.start(checked.run.train.strategy, checked.run.train.batch_size,
+                                     pick_device(checked.run.device))
+            dist.watch_for_failures(lambda error: record.fail(distributed.RemoteRankError(error)), finish)
+            device = dist.device(pick_device(checked.run.device))
             record.lr, record.device, record.eval_on = checked.lr, str(device), checked.run.eval_on
             record.schedule, record.warmup_ratio = checked.schedule, checked.warmup_ratio
             record.budget_unit, record.budget = checked.budget
             record.precision = used_precision(checked.run.train.precision, device)
-            logger = start_logger(record, config, results_dir)  # wandb's run starts with ours, model not yet loaded
+            if dist.is_main:  # wandb's run starts with ours (one per run, on rank 0), model not yet loaded
+                logger = start_logger(record, config, results_dir)
             quiet_libraries(checked.run.verbose)
             seed_everything(checked.run.seed)
             memory = MemoryMeter(device)
@@ -127,30 +142,36 @@ def run(cfg: DictConfig, sweep_id: str = "") -> RunRecord:
         with stages("train"):
             w0 = spectrum.snapshot(model, checked.method_name, checked.run.spectrum)
             busy = ContentionMeter(device).start()
-            train(model, tokenizer, data, checked, device, stats, logger)
+            train(model, tokenizer, data, checked, device, stats, logger, dist)
             fill_contention(record, busy.stop())
-        with stages("evaluate"):
-            score(record, model, tokenizer, data, checked, device)
-            logger.log_eval(stats.steps, json.loads(record.metrics_json))
-        with stages("latency"):
-            measure_inference(record, model, tokenizer, data, checked, device)
-        with stages("record"):
-            record.checkpoint_bytes = len(safetensors_bytes(method_state(model, checked.method_name)))
-            fill_measurements(record, stats, memory, checked)  # the memory peak covers all of the above
-        with stages("answers"):
-            fill_answers(record, spectrum.measure(model, w0, checked.run.spectrum), probe.measure(model))
+            model = dist.whole_model(model, lambda: build_model(checked, device, RunRecord())[0])
+        if dist.is_main:  # once, on the whole trained model (every rank of a distributed run holds it)
+            with stages("evaluate"):
+                score(record, model, tokenizer, data, checked, device)
+                logger.log_eval(stats.steps, json.loads(record.metrics_json))
+            with stages("latency"):
+                measure_inference(record, model, tokenizer, data, checked, device)
+            with stages("record"):
+                record.checkpoint_bytes = len(safetensors_bytes(method_state(model, checked.method_name)))
+        # The memory peak covers all of the above; with several ranks: the largest, every rank's in per_rank.
+        peak, (stats.samples, stats.tokens), record.per_rank = dist.combine(
+            memory.stop(), stats.meter, [stats.samples, stats.tokens])
+        if dist.is_main:
+            fill_measurements(record, stats, peak, checked)
+            with stages("answers"):
+                fill_answers(record, spectrum.measure(model, w0, checked.run.spectrum), probe.measure(model))
+        dist.share(record)
         del model
     except KeyboardInterrupt as err:
         record.fail(err, status="cancelled")
         raise
     except Exception as err:
         record.fail(err)
+        dist.failed(record)
     finally:
-        fill_progress(record, stats)
-        record.stage_times_s = stages.as_json()
-        record.close()
-        save_record(record, results_dir, config, config.get("wandb") or {}, logger)
+        dist.finish_once(finish)
         release_device_memory(device)
+        dist.close(record.status)  # a failed distributed run ends every rank's process here
     return record
 
 
@@ -162,8 +183,10 @@ def describe(record: RunRecord, config: dict[str, Any]) -> None:
     record.rank = method.get("rank")  # the method's own (LoRA's follows the top-level `rank`; VeRA's is its own)
     settings = {k: v for k, v in method.items() if k not in RECIPE_KEYS}
     record.method_settings = json.dumps(settings, sort_keys=True, separators=(",", ":"))
-    record.run_key = run_key(config)
-    record.setting_key = run_key({k: v for k, v in config.items() if k != "seed"})
+    record.world_size = distributed.world_from_env()[0]
+    record.strategy = (config.get("train") or {}).get("strategy", "ddp") if record.world_size > 1 else "single"
+    record.run_key = run_key(config, record.world_size)
+    record.setting_key = run_key({k: v for k, v in config.items() if k != "seed"}, record.world_size)
     record.config_json = json.dumps(config, sort_keys=True, default=str)
     record.git_sha, record.git_dirty, record.git_source = provenance.git_state(Path.cwd())
     packages = provenance.package_versions()
@@ -174,9 +197,18 @@ def describe(record: RunRecord, config: dict[str, Any]) -> None:
     record.num_threads = torch.get_num_threads()
 
 
-def run_key(config: dict[str, Any]) -> str:
-    """A stable identity of what a run computes: the resolved config, seed included, minus paths."""
+def run_key(config: dict[str, Any], world_size: int = 1) -> str:
+    """A stable identity of what a run computes: the resolved config, seed included, minus paths.
+
+    A run on several processes adds its world size and ``train.strategy``; on one process the
+    strategy changes nothing and is left out, so one-process keys are those of the runs recorded
+    before distributed runs existed (resume still finds them).
+    """
     kept = {k: v for k, v in config.items() if k not in NOT_IN_RUN_KEY}
+    if isinstance(kept.get("train"), dict):
+        kept["train"] = {k: v for k, v in kept["train"].items() if k != "strategy"}
+    if world_size > 1:
+        kept["distributed"] = {"world_size": world_size, "strategy": (config.get("train") or {}).get("strategy", "ddp")}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -234,12 +266,14 @@ def build_model(checked: Validated, device: torch.device, record: RunRecord,
     return (compile_model(model, t.compile_backend, t.compile_mode) if t.compile else model), tokenizer
 
 
-def train_loader(data: TaskData, tokenizer, checked: Validated) -> torch.utils.data.DataLoader:
+def train_loader(data: TaskData, tokenizer, checked: Validated,
+                 dist: distributed.Distributed | None = None) -> torch.utils.data.DataLoader:
     """The training batches of the run's budget, in the seed's order (:class:`BatchPlan`); its
-    ``len`` is the budget's optimizer steps."""
+    ``len`` is the budget's optimizer steps. With ``dist``, this rank's share of each batch."""
     lengths = pyarrow.compute.list_value_length(data.train.with_format("arrow")["input_ids"]).to_pylist()
     plan = BatchPlan(lengths, checked.run.train.batch_size, *checked.budget, seed=checked.run.seed)
-    return torch.utils.data.DataLoader(data.train.with_format("python"), batch_sampler=plan,
+    sampler = dist.shard(plan) if dist is not None else plan
+    return torch.utils.data.DataLoader(data.train.with_format("python"), batch_sampler=sampler,
                                        collate_fn=data.kind.collator(tokenizer))
 
 
@@ -266,21 +300,24 @@ class TrainStats:
 
 
 def train(model: nn.Module, tokenizer, data: TaskData, checked: Validated, device: torch.device,
-          stats: TrainStats, logger: RunLogger | None = None) -> None:
+          stats: TrainStats, logger: RunLogger | None = None, dist: distributed.Distributed | None = None) -> None:
     """AdamW on the planned batches of the budget, with the run's warm-up and schedule; loss read every
     ``log_every`` steps (and told to ``logger`` with the learning rate, throughput and tokens seen);
-    evaluation every ``eval_every`` steps, with early stopping if configured."""
+    evaluation every ``eval_every`` steps, with early stopping if configured. With several ranks
+    (``dist``) each trains on its share of every batch, wrapped by DDP or FSDP."""
     logger = logger or NullLogger()
-    t = checked.run.train
-    loader = train_loader(data, tokenizer, checked)
+    t, dist = checked.run.train, dist or distributed.Distributed()
+    loader = train_loader(data, tokenizer, checked, dist)
     total = stats.budget_steps = len(loader)
+    net = dist.wrap(model, device)  # what the forward pass goes through; FSDP shards model in place
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=checked.lr, weight_decay=t.weight_decay)
     scheduler = make_schedule(optimizer, checked.schedule, int(checked.warmup_ratio * total), total)
     precision = used_precision(t.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     meter = stats.meter = ThroughputMeter(device, warmup_steps=min(t.measure_warmup_steps, total - 1),
-                                          excluded_clock=compile_seconds if t.compile else None)
+                                          excluded_clock=compile_seconds if t.compile else None,
+                                          barrier=dist.barrier if dist.active else None)
     progress, stopper = Progress(total, "train"), EarlyStopper(t.early_stopping_patience, t.early_stopping_min_delta)
     loss_sum, since = torch.zeros((), device=device), 0
     model.train()
@@ -288,10 +325,11 @@ def train(model: nn.Module, tokenizer, data: TaskData, checked: Validated, devic
     meter.begin()
     for step, batch in enumerate(loader, start=1):
         samples, tokens = len(batch["labels"]), int(batch["attention_mask"].sum())  # on the CPU: no sync
+        samples, tokens = dist.counted(step, samples, tokens)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast(precision, device):
-            loss = model(**batch).loss
-        scaler.scale(loss).backward()
+            loss = net(**batch).loss
+        scaler.scale(dist.scaled_loss(loss, step)).backward()
         if t.max_grad_norm:
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
@@ -299,12 +337,12 @@ def train(model: nn.Module, tokenizer, data: TaskData, checked: Validated, devic
         scaler.update()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        loss_sum += loss.detach().float()
+        loss_sum += dist.weighted_loss(loss.detach().float(), step)
         since += 1
         meter.step_done(samples, tokens)
         stats.steps, stats.samples, stats.tokens = step, stats.samples + samples, stats.tokens + tokens
         if step % t.log_every == 0 or step == total:
-            mean = (loss_sum / since).item()  # the only sync point inside the loop
+            mean = dist.sum(loss_sum / since).item()  # the only sync point inside the loop
             if not math.isfinite(mean):
                 raise FloatingPointError(f"training loss became {mean} by step {step}")
             stats.loss_curve.append((step, mean))
@@ -401,8 +439,7 @@ def fill_progress(record: RunRecord, stats: TrainStats) -> None:
     record.loss_curve = stats.loss_curve
 
 
-def fill_measurements(record: RunRecord, stats: TrainStats, memory: MemoryMeter, checked: Validated) -> None:
-    peak = memory.stop()
+def fill_measurements(record: RunRecord, stats: TrainStats, peak: MemoryPeak, checked: Validated) -> None:
     record.peak_rss_bytes = peak.peak_rss_bytes
     record.peak_gpu_mem_bytes, record.peak_gpu_reserved_bytes = peak.peak_gpu_mem_bytes, peak.peak_gpu_reserved_bytes
     record.train_samples_per_s, record.train_tokens_per_s = stats.meter.samples_per_s, stats.meter.tokens_per_s

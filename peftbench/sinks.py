@@ -34,7 +34,11 @@ def save_record(record: RunRecord, results_dir: Path, config: dict[str, Any], wa
     wandb run's summary and the run is finished. Without one, a wandb run is made after the fact.
     A failure of the JSON file or of wandb is reported as a warning and never loses the CSV row.
     """
-    append_csv_row(results_dir / "runs.csv", record.to_row())
+    try:
+        append_csv_row(results_dir / "runs.csv", record.to_row())
+    except OSError:  # a filesystem without locks: keep the JSON file at least, then say so
+        write_json(results_dir / "runs" / f"{record.run_id}.json", record)
+        raise
     _guarded("json", record.run_id, lambda: write_json(results_dir / "runs" / f"{record.run_id}.json", record))
     if logger is not None:  # the run's own live wandb run: finished here, before the next run starts one
         _guarded("wandb", record.run_id, lambda: logger.finish(record))

@@ -59,7 +59,7 @@ def test_shipped_configs_are_found_through_the_helper():
     assert (conf_dir() / "config.yaml").is_file()
     assert {"method", "model", "task", "budget", "hydra"} <= set(config_groups())
     assert "lora" in config_group("method") and "minilm" in config_group("model")
-    assert config_group("hydra/launcher") == ["slurm"]
+    assert config_group("hydra/launcher") == ["ray", "slurm"]
 
 
 def test_no_module_builds_paths_into_the_source_tree():

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import csv
 import multiprocessing as mp
+import os
 from pathlib import Path
+
+import pytest
 
 from peftbench.record import CSV_COLUMNS, RunRecord, append_csv_row
 
@@ -109,3 +112,42 @@ def test_wandb_config_carries_the_comparison_keys_and_the_budget():
                                                                                             "cosine", 0.1)
     assert flat["setting_key"] == "abc" and flat["train.tokens"] == 5000
     assert flat["method.target_modules"] == '["q", "v"]'  # lists as JSON text: wandb filters on them
+
+
+def _append_one(path: str) -> None:
+    append_csv_row(Path(path), {"run_id": "child", "status": "success"})
+
+
+def test_appends_wait_for_a_posix_record_lock_held_elsewhere(tmp_path):
+    """The lock is an fcntl record lock (the kind NFSv4 and Lustre with -o flock carry between
+    machines), not flock: on Linux the two do not see each other, so a child's append blocking on a
+    lockf held here shows which kind the append takes."""
+    import fcntl
+    import time
+
+    path = tmp_path / "runs.csv"
+    append_csv_row(path, {"run_id": "first", "status": "success"})
+    fd = os.open(path, os.O_RDWR)
+    fcntl.lockf(fd, fcntl.LOCK_EX)
+    child = mp.get_context("fork").Process(target=_append_one, args=(str(path),))
+    child.start()
+    time.sleep(1.0)
+    assert child.is_alive(), "the append did not wait for the record lock"
+    assert len(list(csv.DictReader(open(path)))) == 1
+    fcntl.lockf(fd, fcntl.LOCK_UN)
+    os.close(fd)
+    child.join(30)
+    assert child.exitcode == 0
+    assert [r["run_id"] for r in csv.DictReader(open(path))] == ["first", "child"]
+
+
+def test_a_filesystem_without_locks_is_refused_with_the_reason(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    def no_locks(fd, cmd, *args):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "lockf", no_locks)
+    with pytest.raises(OSError, match="flock. mount option"):
+        append_csv_row(tmp_path / "runs.csv", {"run_id": "a"})

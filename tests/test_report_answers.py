@@ -22,7 +22,6 @@ from peftbench.report.answers import (
     rank_sweeps,
 )
 from peftbench.report.summary import which_method
-from tests.test_report_wandb import offline  # noqa: F401  (the fixture: wandb offline in a temporary folder)
 
 DATA = Path(__file__).resolve().parent / "data" / "answers"
 
@@ -153,7 +152,7 @@ def test_the_sweeps_wandb_report_run_gets_the_answers_and_rank_tables(offline, t
 
     from peftbench.report import load_runs, log_sweep_to_wandb
     from peftbench.report.wandb_table import ANSWERS_TABLE_COLUMNS
-    from tests.test_report_wandb import _nested, _records_once_complete
+    from tests.wandb_log import _nested, _records_once_complete
 
     run_id = log_sweep_to_wandb(load_runs(DATA / "tied"), "sweep-tied", project="peftbench-test", mode="offline",
                                 dir=tmp_path / "wb")

@@ -169,3 +169,16 @@ def test_two_sweeps_started_together_keep_their_own_folders_and_ids(tiny_bert_di
         from peftbench.best import sweep_dir_name
 
         assert f"method={row['method']}" in methods_of[sweep_dir_name(row["sweep_id"])]
+
+
+def test_ray_launcher_config_composes_without_the_plugin():
+    """conf/hydra/launcher/ray.yaml names the plugin's class itself, so it composes (and the config
+    tests pass) where hydra-ray-launcher is not installed; running it needs the plugin."""
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=ray", "hydra.launcher.ray.remote.num_gpus=1"],
+                      return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"
+    assert launcher.ray.init.address is None and launcher.ray.remote.num_gpus == 1
+    assert launcher.ray.remote.num_cpus == 1
