@@ -173,6 +173,16 @@ def check_results_dir_override(args: list[str]) -> str | None:
     return None
 
 
+def _flag_values(args: list[str], flags: tuple[str, ...]) -> list[str]:
+    """The values given to any of ``flags`` (``--config-dir DIR`` or ``--config-dir=DIR``)."""
+    values = []
+    for i, arg in enumerate(args):
+        name, eq, value = arg.partition("=")
+        if name in flags:
+            values.append(value if eq else (args[i + 1] if i + 1 < len(args) else ""))
+    return [v for v in values if v]
+
+
 def print_job_config(args: list[str]) -> int:
     """Prints the job's config as ``--cfg job`` does, but readable: interpolations resolved (the
     method's rank is a number), the budget named on top, and only the task keys the task's source
@@ -181,6 +191,9 @@ def print_job_config(args: list[str]) -> int:
     from omegaconf import OmegaConf
 
     overrides = [a for a in args if "=" in a and not a.startswith("-")]
+    config_dirs = [os.path.abspath(d) for d in _flag_values(args, ("--config-dir", "-cd"))]
+    if config_dirs:  # the user's own config folders, as Hydra adds them for a run
+        overrides.append("hydra.searchpath=[" + ",".join(f"file://{d}" for d in config_dirs) + "]")
     with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -206,7 +219,8 @@ def main() -> None:
     if message:
         print(message, file=sys.stderr)
         sys.exit(2)
-    if _cfg_value(args) == "job" and not any(a in MULTIRUN_FLAGS for a in args):
+    readable = not any(a.startswith("hydra.searchpath") for a in args)  # else Hydra's own printer
+    if _cfg_value(args) == "job" and readable and not any(a in MULTIRUN_FLAGS for a in args):
         sys.exit(print_job_config(args))
     sys.argv[1:] = args
     hydra_main()

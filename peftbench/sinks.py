@@ -16,18 +16,15 @@ import os
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from peftbench.record import RunRecord, append_csv_row, write_json
-
-if TYPE_CHECKING:
-    from peftbench.live import RunLogger
 
 log = logging.getLogger("peftbench")
 
 
 def save_record(record: RunRecord, results_dir: Path, config: dict[str, Any], wandb_cfg: dict[str, Any],
-                logger: RunLogger | None = None) -> None:
+                logger: Any = None) -> None:
     """Writes the record to ``runs.csv``, ``runs/<run_id>.json`` and wandb, in that order.
 
     ``logger`` is the run's live logger (:func:`peftbench.live.start_logger`): the record goes to its

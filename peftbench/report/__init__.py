@@ -93,6 +93,8 @@ from peftbench.report.formats import (
 )
 from peftbench.report.groups import BUDGET_KEYS, COMPARE_KEYS, GROUP_KEYS, SETTING_KEYS, setting_label
 from peftbench.report.html import render_html
+from peftbench.report.interactive import figures as interactive_figures
+from peftbench.report.interactive import loss_curves
 from peftbench.report.load import (
     BOOL_COLUMNS,
     DATETIME_COLUMNS,
@@ -113,6 +115,8 @@ from peftbench.report.wandb_table import WANDB_TABLE_COLUMNS, log_sweep_to_wandb
 from peftbench.report.workspace import build_workspace, save_workspace
 
 __all__ = [
+    "interactive_figures",
+    "loss_curves",
     "ALPHA",
     "ANSWER_NOTES",
     "CONTENTION_MARK",

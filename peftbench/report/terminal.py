@@ -107,9 +107,15 @@ def _cut(cell: str, keep: int) -> str:
     return head[:room] + "…" + tag
 
 
+_KEEP = "\u00a0"  # textwrap breaks only at ASCII white space
+
+
 def wrap(text: str, width: int, indent: str = "") -> str:
-    """One paragraph wrapped at ``width`` (a hanging ``indent`` on the lines after the first)."""
-    return textwrap.fill(text, width=width, subsequent_indent=indent, break_on_hyphens=False)
+    """One paragraph wrapped at ``width`` (a hanging ``indent`` on the lines after the first); a
+    command in backticks stays on one line, so it can be copied."""
+    pieces = text.split("`")
+    kept = "`".join(p.replace(" ", _KEEP) if i % 2 else p for i, p in enumerate(pieces))
+    return textwrap.fill(kept, width=width, subsequent_indent=indent, break_on_hyphens=False).replace(_KEEP, " ")
 
 
 def render_terminal(report: Report, *, width: int | None = None, error_limit: int = 100) -> str:
