@@ -38,6 +38,7 @@ The package's rooms, each importing only those above it:
 * :mod:`~peftbench.report.display`: headers, rows, notes and the text grid every format shares;
 * :mod:`~peftbench.report.plots`, :mod:`~peftbench.report.html`, :mod:`~peftbench.report.formats`:
   the figures, the HTML page, and text, Markdown, CSV and LaTeX;
+* :mod:`~peftbench.report.interactive`: the HTML page's Plotly figures, loss curves included;
 * :mod:`~peftbench.report.defaults`: each method's shipped defaults, for labels of what differs;
 * :mod:`~peftbench.report.terminal`: the default text report, key columns in 120 characters;
 * :mod:`~peftbench.report.sweep_table`: one sweep's table for the end of a multirun;
@@ -83,6 +84,7 @@ from peftbench.report.formats import (
 )
 from peftbench.report.groups import BUDGET_KEYS, COMPARE_KEYS, GROUP_KEYS, SETTING_KEYS, setting_label
 from peftbench.report.html import render_html
+from peftbench.report.interactive import loss_curves
 from peftbench.report.load import (
     BOOL_COLUMNS,
     DATETIME_COLUMNS,
@@ -152,6 +154,7 @@ __all__ = [
     "pareto_front",
     "render",
     "render_terminal",
+    "loss_curves",
     "build_workspace",
     "save_workspace",
     "method_defaults",
