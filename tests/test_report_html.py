@@ -96,7 +96,9 @@ def test_html_contains_table_rows_failed_runs_and_embedded_plots(page: Path) -> 
     for src in parsed.images:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not re.search(r"""(src|href)=["'](?!data:)""", text)
+    # No external file: the only references are data URIs (plotly.js is inlined, its source aside).
+    assert "<script src=" not in text
+    assert not re.search(r"""(src|href)=["'](?!data:)""", re.sub(r"<script>.*?</script>", "", text, flags=re.S))
 
 
 def test_html_without_plots(tmp_path: Path, page: Path) -> None:
@@ -151,7 +153,7 @@ def test_page_renders_in_headless_chromium(page: Path, tmp_path: Path) -> None:
             str(_chromium()),
             *CHROMIUM_FLAGS,
             f"--user-data-dir={tmp_path / 'chromium-profile'}",
-            "--window-size=1500,2600",
+            "--window-size=1500,6000",  # the interactive figures, then the PNGs
             f"--screenshot={shot}",
             page.as_uri(),
         ],
@@ -162,7 +164,7 @@ def test_page_renders_in_headless_chromium(page: Path, tmp_path: Path) -> None:
     )
     assert done.returncode == 0 and shot.exists(), done.stderr[-2000:]
     pixels = _pixels(shot)
-    assert pixels.shape[:2] == (2600, 1500)
+    assert pixels.shape[:2] == (6000, 1500)
     non_white = (pixels < 240).any(axis=2)
     assert non_white.mean() > 0.02, "screenshot is (nearly) blank"
     assert pixels.std() > 20

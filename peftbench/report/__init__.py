@@ -41,6 +41,7 @@ The package's rooms, each importing only those above it:
 * :mod:`~peftbench.report.answers`: did each setting learn, was the machine busy, which rank, what
   was forgotten, what is cheapest (issue 14; columns added to the comparison);
 * :mod:`~peftbench.report.summary`: those answers in sentences ("Which method?") and small tables;
+* :mod:`~peftbench.report.interactive`: the HTML page's Plotly figures, loss curves included;
 * :mod:`~peftbench.report.defaults`: each method's shipped defaults, for labels of what differs;
 * :mod:`~peftbench.report.terminal`: the default text report, key columns in 120 characters;
 * :mod:`~peftbench.report.sweep_table`: one sweep's table for the end of a multirun;
@@ -116,7 +117,6 @@ from peftbench.report.workspace import build_workspace, save_workspace
 
 __all__ = [
     "interactive_figures",
-    "loss_curves",
     "ALPHA",
     "ANSWER_NOTES",
     "CONTENTION_MARK",
@@ -175,6 +175,7 @@ __all__ = [
     "pareto_front",
     "render",
     "render_terminal",
+    "loss_curves",
     "build_workspace",
     "save_workspace",
     "method_defaults",
