@@ -40,6 +40,7 @@ from peftbench.measure import (
     MemoryMeter,
     ThroughputMeter,
     device_name,
+    model_weight_bytes,
     peak_flops,
     release_device_memory,
     synchronize,
@@ -173,14 +174,17 @@ def seed_everything(seed: int) -> None:
 
 
 def build_model(checked: Validated, device: torch.device, record: RunRecord) -> tuple[nn.Module, Any]:
-    """Loads the model, applies the method, counts parameters and moves it to the device."""
+    """Loads the model, applies the method, counts parameters, moves it to the device and measures its
+    stored size (after the move: a 4-bit base reaches a GPU only in 4 bits)."""
     run_cfg = checked.run
     model, tokenizer = load_model(run_cfg.model, run_cfg.task)
     model = apply_method(model, checked.method_name, **checked.method_settings)
     record.trainable_params, record.total_params = count_parameters(model)
     record.trainable_pct = 100.0 * record.trainable_params / record.total_params
     record.train_flops_per_token = train_flops_per_token(model)
-    return model.to(device), tokenizer
+    model = model.to(device)
+    record.model_weight_bytes = model_weight_bytes(model)
+    return model, tokenizer
 
 
 def train_loader(data: TaskData, tokenizer, checked: Validated) -> torch.utils.data.DataLoader:
