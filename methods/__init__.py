@@ -8,7 +8,7 @@ A new method is one module here with a config dataclass, ``apply`` and a ``SPEC`
 below, plus ``conf/method/<name>.yaml`` for the harness.
 """
 
-from . import adapters, bitfit, full, ia3, lora, prefix, prompt, vera
+from . import adapters, bitfit, dora, full, ia3, lora, prefix, prompt, qlora, vera
 from .base import MethodConfigError, MethodSpec, get_method, method_names, register
 
 # One line per built-in method, in the order listings show them.
@@ -21,5 +21,7 @@ register(prefix.SPEC)
 register(prompt.SPEC)
 register(vera.SPEC)
 register(bitfit.SPEC)
+register(qlora.SPEC)
+register(dora.SPEC)
 
 __all__ = ["MethodConfigError", "MethodSpec", "get_method", "method_names", "register"]

@@ -54,6 +54,8 @@ class MethodSpec:
         merge: folds the method's weights into the base weights in place, if the method can.
         unmerge: exact inverse of ``merge``.
         description: one line for listings and error messages.
+        not_mergeable_because: for a method without ``merge`` that one might expect to merge, why
+            it cannot (shown when a merge is asked for).
     """
 
     name: str
@@ -63,6 +65,7 @@ class MethodSpec:
     merge: Callable[[nn.Module], nn.Module] | None = None
     unmerge: Callable[[nn.Module], nn.Module] | None = None
     description: str = ""
+    not_mergeable_because: str = ""
 
     @property
     def mergeable(self) -> bool:
@@ -136,10 +139,15 @@ def check_targets(value: Any, key: str = "target_modules", allow_empty: bool = F
 
 def linear_dims(base: nn.Module) -> tuple[bool, int, int]:
     """``(fan_in_fan_out, in_features, out_features)`` of an ``nn.Linear`` (weight ``out x in``) or a
-    GPT-2 ``Conv1D`` (weight ``in x out``: fan_in_fan_out)."""
-    fan_in_fan_out = not isinstance(base, nn.Linear)
-    in_features, out_features = base.weight.shape if fan_in_fan_out else base.weight.shape[::-1]
-    return fan_in_fan_out, in_features, out_features
+    GPT-2 ``Conv1D`` (weight ``in x out``: fan_in_fan_out).
+
+    An ``nn.Linear``'s widths are read from its ``in_features``/``out_features``, not its weight's
+    shape, so subclasses that store the weight packed (bitsandbytes' 4-bit ``Linear4bit``) work too.
+    """
+    if isinstance(base, nn.Linear):
+        return False, base.in_features, base.out_features
+    in_features, out_features = base.weight.shape
+    return True, in_features, out_features
 
 
 class LinearWrapper(nn.Module):

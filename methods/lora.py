@@ -69,26 +69,45 @@ class LoraLinear(LinearWrapper):
         config: the LoRA settings.
     """
 
+    # The parameters are ``<prefix>A`` and ``<prefix>B``. Variants built on this layer (QLoRA, DoRA)
+    # set their own prefix, since every registered method owns a prefix of its own.
+    prefix = "lora_"
+
     def __init__(self, base: nn.Module, config: LoraConfig) -> None:
         super().__init__(base)
-        self.lora_A = nn.Parameter(torch.empty(config.rank, self.in_features, **self.factory))
-        self.lora_B = nn.Parameter(torch.zeros(self.out_features, config.rank, **self.factory))
+        A = nn.Parameter(torch.empty(config.rank, self.in_features, **self.factory))
         # Same init as the reference implementation: Kaiming-uniform A, zero B.
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        nn.init.kaiming_uniform_(A, a=math.sqrt(5))
+        self.register_parameter(self.prefix + "A", A)
+        self.register_parameter(self.prefix + "B", nn.Parameter(torch.zeros(self.out_features, config.rank,
+                                                                            **self.factory)))
         self.lora_dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
         self.scaling = config.scaling
 
+    @property
+    def A(self) -> nn.Parameter:
+        """The down-projection ``A``: ``(r, in)``."""
+        return self._parameters[self.prefix + "A"]
+
+    @property
+    def B(self) -> nn.Parameter:
+        """The up-projection ``B``: ``(out, r)``."""
+        return self._parameters[self.prefix + "B"]
+
     def delta_weight(self) -> torch.Tensor:
         """``scaling * B @ A`` laid out like ``self.weight``."""
-        return self.as_stored((self.lora_B @ self.lora_A) * self.scaling)
+        return self.as_stored((self.B @ self.A) * self.scaling)
+
+    def low_rank_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``B A dropout(x)``, unscaled. Args: x: ``(..., in)``. Returns: ``(..., out)``."""
+        return F.linear(F.linear(self.lora_dropout(x), self.A), self.B)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x: ``(..., in)``. Returns: ``(..., out)``."""
         out = self.base_forward(x)
         if self.merged:
             return out
-        low_rank = F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.lora_B)
-        return out + low_rank * self.scaling
+        return out + self.low_rank_forward(x) * self.scaling
 
     @torch.no_grad()
     def merge(self) -> None:
@@ -103,7 +122,7 @@ class LoraLinear(LinearWrapper):
             self.merged = False
 
     def extra_repr(self) -> str:
-        return f"in={self.in_features}, out={self.out_features}, r={self.lora_A.shape[0]}, scaling={self.scaling:g}"
+        return f"in={self.in_features}, out={self.out_features}, r={self.A.shape[0]}, scaling={self.scaling:g}"
 
 
 def apply(model: nn.Module, config: LoraConfig) -> nn.Module:

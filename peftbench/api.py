@@ -7,6 +7,7 @@ from typing import Any
 from torch import nn
 
 from peftbench import methods
+from peftbench.measure import parameter_numel
 from peftbench.methods.base import method_state_dict
 from peftbench.methods.targets import head_names
 
@@ -42,10 +43,11 @@ def apply_method(model: nn.Module, method: str, train_head: bool = True, **setti
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """Returns ``(trainable, total)`` parameter counts; a tied or shared tensor counts once."""
+    """Returns ``(trainable, total)`` parameter counts; a tied or shared tensor counts once, and a
+    4-bit packed weight counts the elements it stands for (:func:`peftbench.measure.parameter_numel`)."""
     trainable = total = 0
     for param in model.parameters():  # parameters() yields each shared Parameter once
-        total += param.numel()
+        total += parameter_numel(param)
         if param.requires_grad:
             trainable += param.numel()
     return trainable, total
@@ -68,7 +70,8 @@ def merge_method(model: nn.Module, method: str) -> nn.Module:
     """Folds a mergeable method's weights into the base weights (no extra inference cost)."""
     spec = methods.get_method(method)
     if spec.merge is None:
-        raise methods.MethodConfigError(f"method {method!r} cannot be merged into the base weights")
+        why = f": {spec.not_mergeable_because}" if spec.not_mergeable_because else ""
+        raise methods.MethodConfigError(f"method {method!r} cannot be merged into the base weights{why}")
     return spec.merge(model)
 
 

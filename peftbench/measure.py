@@ -104,6 +104,57 @@ class MemoryMeter:
         return peak
 
 
+def parameter_numel(param: torch.Tensor) -> int:
+    """The elements a parameter stands for: its ``numel``, or for a quantized weight that carries a
+    ``quant_state`` with the original ``shape`` (bitsandbytes' ``Params4bit``: two 4-bit values per
+    stored byte), the elements of that shape."""
+    shape = getattr(getattr(param, "quant_state", None), "shape", None)
+    return int(torch.Size(shape).numel()) if shape is not None else param.numel()
+
+
+def model_weight_bytes(model: nn.Module) -> int:
+    """Bytes of all the model's parameters and buffers as stored, each storage counted once.
+
+    A quantized weight counts at its real size: its stored (packed) data plus every tensor reachable
+    from its ``quant_state`` attribute (bitsandbytes keeps the blockwise absmax, the nested absmax of
+    double quantization and the code tables there).
+    """
+    seen: set[tuple[str, int]] = set()
+    total = 0
+
+    def count(tensor: torch.Tensor) -> None:
+        nonlocal total
+        storage = tensor.untyped_storage()
+        key = (str(tensor.device), storage.data_ptr())
+        if storage.data_ptr() != 0 and key in seen:
+            return
+        seen.add(key)
+        total += storage.nbytes()
+
+    for tensor in (*model.parameters(), *model.buffers()):
+        count(tensor)
+        for extra in _tensors_in(getattr(tensor, "quant_state", None)):
+            count(extra)
+    return total
+
+
+def _tensors_in(obj, depth: int = 0):
+    """The tensors reachable from ``obj`` through attributes, dicts, lists and tuples (not modules)."""
+    if obj is None or depth > 4 or isinstance(obj, nn.Module):
+        return
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            yield from _tensors_in(value, depth + 1)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            yield from _tensors_in(value, depth + 1)
+    elif hasattr(obj, "__dict__") and not isinstance(obj, type):
+        for value in vars(obj).values():
+            yield from _tensors_in(value, depth + 1)
+
+
 def release_device_memory(device: torch.device) -> None:
     """Frees what the finished run left, so the next run in this process starts clean."""
     gc.collect()
@@ -230,13 +281,14 @@ def matmul_parameters(model: nn.Module) -> tuple[int, int]:
 
     That is every parameter with two or more dimensions except embedding tables (a lookup, not a
     matmul); vectors (biases, norms, IA3 scales) cost O(1) per element and are left out, as in the
-    usual 6N estimate. Shared tensors count once.
+    usual 6N estimate. Shared tensors count once; a quantized weight counts the elements it stands
+    for (:func:`parameter_numel`).
     """
     lookups = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     total = trainable = 0
     for param in model.parameters():
         if param.dim() >= 2 and id(param) not in lookups:
-            total += param.numel()
+            total += parameter_numel(param)
             trainable += param.numel() if param.requires_grad else 0
     return total, trainable
 

@@ -54,6 +54,7 @@ class RunRecord:
     peak_gpu_mem_bytes: int | None = None
     peak_gpu_reserved_bytes: int | None = None
     peak_rss_bytes: int | None = None
+    model_weight_bytes: int | None = None  # the model's parameters and buffers as stored (4-bit packed at their size)
     train_samples_per_s: float | None = None
     train_tokens_per_s: float | None = None
     train_time_s: float | None = None

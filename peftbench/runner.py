@@ -45,6 +45,7 @@ from peftbench.measure import (
     MemoryPeak,
     ThroughputMeter,
     device_name,
+    model_weight_bytes,
     peak_flops,
     release_device_memory,
     synchronize,
@@ -247,8 +248,9 @@ def seed_everything(seed: int) -> None:
 def build_model(checked: Validated, device: torch.device, record: RunRecord,
                 before_method: Callable[[nn.Module, Any], None] | None = None) -> tuple[nn.Module, Any]:
     """Loads the model (a fresh copy of the base weights cached in this process after the first
-    load, :mod:`peftbench.cache`), applies the method, counts parameters, moves it to the device and,
-    with ``train.compile``, compiles it in place.
+    load, :mod:`peftbench.cache`), applies the method, counts parameters, moves it to the device,
+    measures its stored size (after the move: a 4-bit base reaches a GPU only in 4 bits) and, with
+    ``train.compile``, compiles it in place.
 
     ``before_method(model, tokenizer)`` sees the pretrained model on the device before the method is
     applied (the forgetting probe's base states)."""
@@ -262,6 +264,7 @@ def build_model(checked: Validated, device: torch.device, record: RunRecord,
     record.trainable_pct = 100.0 * record.trainable_params / record.total_params
     record.train_flops_per_token = train_flops_per_token(model)
     model = model.to(device)
+    record.model_weight_bytes = model_weight_bytes(model)
     t = run_cfg.train
     return (compile_model(model, t.compile_backend, t.compile_mode) if t.compile else model), tokenizer
 
