@@ -159,6 +159,9 @@ def singular_values(matrix: torch.Tensor, cfg: SpectrumConfig) -> tuple[torch.Te
     ``out x in`` matrix: all of them exactly, or the top ``top_k`` by a randomized SVD."""
     k = min(matrix.shape)
     if k <= cfg.exact_max_dim:
+        if matrix.shape[0] < matrix.shape[1]:  # LAPACK is several times faster on the tall side
+            v, s, _ = torch.linalg.svd(matrix.T, full_matrices=False)
+            return s, v, True
         _, s, vh = torch.linalg.svd(matrix, full_matrices=False)
         return s, vh.T, True
     generator_state = torch.random.get_rng_state()

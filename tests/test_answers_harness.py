@@ -82,6 +82,16 @@ def test_a_large_matrix_gets_the_randomized_svd_of_its_top_values():
     assert layer["effective_rank"] == pytest.approx(spectrum.effective_rank(exact.numpy()), rel=1e-4)
 
 
+def test_a_wide_matrix_is_solved_on_its_transpose():
+    torch.manual_seed(0)
+    wide = torch.randn(3, 8) @ torch.randn(8, 40)  # out 3 x in 40: solved on its transpose
+    s, v, exact = spectrum.singular_values(wide, SpectrumConfig())
+    torch.testing.assert_close(s, torch.linalg.svdvals(wide))
+    assert exact and v.shape == (40, 3)
+    torch.testing.assert_close(v.T @ v, torch.eye(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close((wide @ v).norm(dim=0), s)  # the columns are the right singular vectors
+
+
 def test_effective_rank_formula():
     assert spectrum.effective_rank([1.0, 1.0, 1.0, 1.0]) == pytest.approx(4.0)
     assert spectrum.effective_rank([3.0]) == pytest.approx(1.0)
