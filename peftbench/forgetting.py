@@ -159,6 +159,10 @@ class Probe:
             batch = {k: v.to(self.device) for k, v in batch.items()}
             mask = batch["attention_mask"]
             hidden, logits = self.forward(model, batch)
+            # A method that prepends virtual tokens (prompt tuning) returns more positions than the
+            # text has: the text's own are the last ones, and only they are compared with the base.
+            hidden = hidden[:, hidden.shape[1] - mask.shape[1]:]
+            logits = None if logits is None else logits[:, logits.shape[1] - mask.shape[1]:]
             weights = mask.unsqueeze(-1).to(hidden.dtype)
             pooled.append(((hidden * weights).sum(1) / weights.sum(1).clamp(min=1)).float().cpu())
             if logits is not None:

@@ -194,3 +194,16 @@ def test_contention_meter_reads_the_machine():
     busy = meter.stop()
     assert busy.cpu_count >= 1 and busy.load_avg_1m_start >= 0 and busy.load_avg_1m_end >= 0
     assert 0 < busy.cpu_util <= 1.5 and busy.gpu_other_mem_bytes is None
+
+
+def test_drift_of_a_method_that_prepends_virtual_tokens(tiny_bert_dir, tokenizer):
+    """Prompt tuning returns more positions than the text has: the text's own are compared."""
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, num_labels=2)
+    probe = forgetting.Probe(ForgettingConfig(samples=32), causal_lm=False, device=torch.device("cpu"))
+    probe.take_base(model, tokenizer)
+    model = apply_method(model, "prompt", num_virtual_tokens=4)
+    drift = probe.measure(model).representation_drift
+    assert 0.0 < drift < 1.0  # the prompt changes the states; they are still comparable with the base's
