@@ -10,6 +10,7 @@ import sys
 import textwrap
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -23,7 +24,6 @@ from peftbench.config import (
     WandbConfig,
     check_results_dir,
     register_configs,
-    task_keys_used,
 )
 from peftbench.errors import ConfigError
 from peftbench.record import BUDGET_UNITS
@@ -171,6 +171,28 @@ def check_results_dir_override(args: list[str]) -> str | None:
         except ConfigError as err:
             return f"peftbench: refused: {err}"
     return None
+
+
+# Task keys that only some sources or kinds read; ``--cfg job`` leaves out those a task does not use.
+TASK_KEYS_OF_SOURCE = {
+    "datasets": ("path", "config_name", "data_files"),
+    "local": ("data_files", "validation_fraction"),
+    "vader": ("min_abs_rating", "validation_fraction"),
+    "arithmetic": ("digits", "operations", "num_train", "num_eval"),
+}
+TASK_KEYS_OF_KIND = {
+    "classification": ("num_labels", "label_names"),
+    "causal_lm": ("prompt_template", "answer_extractor", "max_new_tokens", "max_target_length"),
+    "seq2seq": ("prompt_template", "answer_extractor", "max_new_tokens", "max_target_length"),
+}
+
+
+def task_keys_used(task: dict[str, Any]) -> list[str]:
+    """The keys of a task node that its ``source`` and ``kind`` read, in the node's order."""
+    unused = {k for keys in (*TASK_KEYS_OF_SOURCE.values(), *TASK_KEYS_OF_KIND.values()) for k in keys}
+    unused -= set(TASK_KEYS_OF_SOURCE.get(task.get("source"), ()))
+    unused -= set(TASK_KEYS_OF_KIND.get(task.get("kind"), ()))
+    return [k for k in task if k not in unused]
 
 
 def _flag_values(args: list[str], flags: tuple[str, ...]) -> list[str]:

@@ -321,28 +321,6 @@ def _split_files(data_files: Any, train_split: str) -> dict[str, str | None]:
     )
 
 
-# Task keys that only some sources or kinds read; ``--cfg job`` leaves out those a task does not use.
-TASK_KEYS_OF_SOURCE = {
-    "datasets": ("path", "config_name", "data_files"),
-    "local": ("data_files", "validation_fraction"),
-    "vader": ("min_abs_rating", "validation_fraction"),
-    "arithmetic": ("digits", "operations", "num_train", "num_eval"),
-}
-TASK_KEYS_OF_KIND = {
-    "classification": ("num_labels", "label_names"),
-    "causal_lm": ("prompt_template", "answer_extractor", "max_new_tokens", "max_target_length"),
-    "seq2seq": ("prompt_template", "answer_extractor", "max_new_tokens", "max_target_length"),
-}
-
-
-def task_keys_used(task: dict[str, Any]) -> list[str]:
-    """The keys of a task node that its ``source`` and ``kind`` read, in the node's order."""
-    unused = {k for keys in (*TASK_KEYS_OF_SOURCE.values(), *TASK_KEYS_OF_KIND.values()) for k in keys}
-    unused -= set(TASK_KEYS_OF_SOURCE.get(task.get("source"), ()))
-    unused -= set(TASK_KEYS_OF_KIND.get(task.get("kind"), ()))
-    return [k for k in task if k not in unused]
-
-
 @dataclass
 class WandbConfig:
     """Weights & Biases logging.
