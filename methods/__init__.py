@@ -8,7 +8,7 @@ A new method is one module here with a config dataclass, ``apply`` and a ``SPEC`
 below, plus ``conf/method/<name>.yaml`` for the harness.
 """
 
-from . import adapters, full, ia3, lora, prefix
+from . import adapters, full, ia3, lora, peft_bridge, prefix
 from .base import MethodConfigError, MethodSpec, get_method, method_names, register
 
 # One line per built-in method, in the order listings show them.
@@ -18,5 +18,6 @@ register(adapters.HOULSBY_SPEC)
 register(adapters.PFEIFFER_SPEC)
 register(ia3.SPEC)
 register(prefix.SPEC)
+register(peft_bridge.SPEC)  # method=peft: any Hugging Face peft method (peft imported lazily)
 
 __all__ = ["MethodConfigError", "MethodSpec", "get_method", "method_names", "register"]

@@ -30,7 +30,9 @@ from peftbench.api import (
     count_parameters,
     is_mergeable,
     merge_method,
+    method_label,
     method_state,
+    step_hook,
     unmerge_method,
 )
 from peftbench.budget import BatchPlan
@@ -117,7 +119,7 @@ def run(cfg: DictConfig, sweep_id: str = "") -> RunRecord:
 def describe(record: RunRecord, config: dict[str, Any]) -> None:
     """Fills what identifies the run, from the raw config, so even a refused run is labelled."""
     method, model, task = (config.get(k) or {} for k in ("method", "model", "task"))
-    record.method, record.model, record.task = method.get("name", ""), model.get("name", ""), task.get("name", "")
+    record.method, record.model, record.task = method_label(method), model.get("name", ""), task.get("name", "")
     record.seed = config.get("seed")
     record.rank = config.get("rank") if "rank" in method else None
     settings = {k: v for k, v in method.items() if k not in RECIPE_KEYS}
@@ -228,6 +230,7 @@ def train(model: nn.Module, tokenizer, data: TaskData, checked: Validated, devic
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16" and device.type == "cuda")
     meter = stats.meter = ThroughputMeter(device, warmup_steps=min(t.measure_warmup_steps, total - 1))
     progress, stopper = Progress(total, "train"), EarlyStopper(t.early_stopping_patience, t.early_stopping_min_delta)
+    on_step = step_hook(checked.method_name)  # a method's own per-step work (AdaLoRA's rank budget), or None
     loss_sum, since = torch.zeros((), device=device), 0
     model.train()
     started = time.perf_counter()
@@ -244,6 +247,8 @@ def train(model: nn.Module, tokenizer, data: TaskData, checked: Validated, devic
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
+        if on_step is not None:
+            on_step(model, step, total)
         optimizer.zero_grad(set_to_none=True)
         loss_sum += loss.detach().float()
         since += 1
@@ -369,7 +374,7 @@ def measure_inference(record: RunRecord, model: nn.Module, tokenizer, data: Task
     inputs = [{k: v.to(device) for k, v in b.items() if k != "labels"} for b in itertools.islice(loader, n)]
     model.eval()
     record.infer_latency_ms = forward_latency_ms(model, inputs, device)
-    if is_mergeable(checked.method_name):
+    if is_mergeable(checked.method_name, model):
         merge_method(model, checked.method_name)
         record.infer_latency_merged_ms = forward_latency_ms(model, inputs, device)
         unmerge_method(model, checked.method_name)
