@@ -8,7 +8,7 @@ A new method is one module here with a config dataclass, ``apply`` and a ``SPEC`
 below, plus ``conf/method/<name>.yaml`` for the harness.
 """
 
-from . import adapters, bitfit, dora, full, ia3, lora, prefix, prompt, qlora, vera
+from . import adapters, bitfit, dora, full, ia3, lora, peft_bridge, prefix, prompt, qlora, vera
 from .base import MethodConfigError, MethodSpec, get_method, method_names, register
 
 # One line per built-in method, in the order listings show them.
@@ -23,5 +23,6 @@ register(vera.SPEC)
 register(bitfit.SPEC)
 register(qlora.SPEC)
 register(dora.SPEC)
+register(peft_bridge.SPEC)  # method=peft: any Hugging Face peft method (peft imported lazily)
 
 __all__ = ["MethodConfigError", "MethodSpec", "get_method", "method_names", "register"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +56,15 @@ class MethodSpec:
         description: one line for listings and error messages.
         not_mergeable_because: for a method without ``merge`` that one might expect to merge, why
             it cannot (shown when a merge is asked for).
+        state_dict: ``state_dict(model) -> {name: tensor}``: the entries of ``model.state_dict()`` the
+            method adds, for methods whose state no single prefix names (the peft bridge); ``None``:
+            the ``param_prefix`` entries (every entry for prefix-less methods).
+        can_merge: ``can_merge(model) -> bool``: whether ``merge`` can fold *this* applied model, for
+            methods whose mergeability depends on their settings; ``None``: always, if ``merge`` is set.
+        on_step: ``on_step(model, step, total_steps)``: work the method does after every optimizer
+            step, before the gradients are cleared (AdaLoRA's rank allocation); ``step`` counts from 1.
+        label: ``label(settings) -> str``: how results label a run from its raw ``method`` settings
+            (``peft:loha``); ``None``: the method's name.
     """
 
     name: str
@@ -66,10 +75,24 @@ class MethodSpec:
     unmerge: Callable[[nn.Module], nn.Module] | None = None
     description: str = ""
     not_mergeable_because: str = ""
+    state_dict: Callable[[nn.Module], dict[str, Any]] | None = None
+    can_merge: Callable[[nn.Module], bool] | None = None
+    on_step: Callable[[nn.Module, int, int], None] | None = None
+    label: Callable[[Mapping[str, Any]], str] | None = None
 
     @property
     def mergeable(self) -> bool:
         return self.merge is not None
+
+    def merges(self, model: nn.Module | None = None) -> bool:
+        """Whether ``merge`` applies: to ``model`` (an applied model) if given, else in general."""
+        if self.merge is None:
+            return False
+        return model is None or self.can_merge is None or self.can_merge(model)
+
+    def run_label(self, settings: Mapping[str, Any]) -> str:
+        """The ``method`` column of a run with these raw settings."""
+        return self.label(settings) if self.label is not None else self.name
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
@@ -259,10 +282,13 @@ def match_modules(
 
 
 def method_state_dict(model: nn.Module, spec: MethodSpec) -> dict[str, Any]:
-    """The state a method adds: the ``<prefix>*`` entries, or every entry for prefix-less methods.
+    """The state a method adds: what its ``state_dict`` hook says, else the ``<prefix>*`` entries, or
+    every entry for prefix-less methods.
 
     Tensors shared between names (tied embeddings) appear once, under their first name.
     """
+    if spec.state_dict is not None:
+        return spec.state_dict(model)
     state = model.state_dict()
     if spec.param_prefix is not None:
         return {k: v for k, v in state.items() if is_method_param(k, spec.param_prefix)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import nn
@@ -62,8 +63,25 @@ def method_state(model: nn.Module, method: str) -> dict[str, Any]:
     return {**state, **trained}
 
 
-def is_mergeable(method: str) -> bool:
-    return methods.get_method(method).mergeable
+def is_mergeable(method: str, model: nn.Module | None = None) -> bool:
+    """Whether ``method`` can be merged into the base weights: into this applied ``model`` if given
+    (for the peft bridge that depends on the peft type), else in general."""
+    return methods.get_method(method).merges(model)
+
+
+def method_label(settings: Mapping[str, Any]) -> str:
+    """How results label a run from its raw ``method`` settings: the method's label (``peft:loha``
+    for the peft bridge), else its name; an unregistered name stays as typed."""
+    name = str(settings.get("name", "") or "")
+    try:
+        return methods.get_method(name).run_label(settings)
+    except methods.MethodConfigError:
+        return name
+
+
+def step_hook(method: str) -> Callable[[nn.Module, int, int], None] | None:
+    """The method's work after every optimizer step (``on_step(model, step, total_steps)``), if any."""
+    return methods.get_method(method).on_step
 
 
 def merge_method(model: nn.Module, method: str) -> nn.Module:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -531,7 +532,19 @@ def register_configs() -> None:
     cs.store(group="schema/model", name="model", node=ModelConfig)
     cs.store(group="schema/task", name="task", node=TaskConfig)
     for name in methods.method_names():
-        cs.store(group="schema/method", name=name, node=method_schema(methods.get_method(name)))
+        cs.store(group="schema/method", name=name, node=open_settings_dicts(method_schema(methods.get_method(name))))
+
+
+def open_settings_dicts(schema: type) -> DictConfig:
+    """The schema as a config node whose free-form ``dict[str, Any]`` fields take new keys from the
+    command line without Hydra's ``+`` (``method.options.r=8`` for the peft bridge); the method's
+    config class checks those keys itself."""
+    node = OmegaConf.structured(schema)
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        if hints[f.name] == dict[str, Any]:
+            OmegaConf.set_struct(node[f.name], False)
+    return node
 
 
 @dataclass

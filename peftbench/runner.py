@@ -31,7 +31,9 @@ from peftbench.api import (
     count_parameters,
     is_mergeable,
     merge_method,
+    method_label,
     method_state,
+    step_hook,
     unmerge_method,
 )
 from peftbench.baseline import majority_baseline
@@ -179,7 +181,7 @@ def run(cfg: DictConfig, sweep_id: str = "") -> RunRecord:
 def describe(record: RunRecord, config: dict[str, Any]) -> None:
     """Fills what identifies the run, from the raw config, so even a refused run is labelled."""
     method, model, task = (config.get(k) or {} for k in ("method", "model", "task"))
-    record.method, record.model, record.task = method.get("name", ""), model.get("name", ""), task.get("name", "")
+    record.method, record.model, record.task = method_label(method), model.get("name", ""), task.get("name", "")
     record.seed = config.get("seed")
     record.rank = method.get("rank")  # the method's own (LoRA's follows the top-level `rank`; VeRA's is its own)
     settings = {k: v for k, v in method.items() if k not in RECIPE_KEYS}
@@ -322,6 +324,7 @@ def train(model: nn.Module, tokenizer, data: TaskData, checked: Validated, devic
                                           excluded_clock=compile_seconds if t.compile else None,
                                           barrier=dist.barrier if dist.active else None)
     progress, stopper = Progress(total, "train"), EarlyStopper(t.early_stopping_patience, t.early_stopping_min_delta)
+    on_step = step_hook(checked.method_name)  # a method's own per-step work (AdaLoRA's rank budget), or None
     loss_sum, since = torch.zeros((), device=device), 0
     model.train()
     started = time.perf_counter()
@@ -339,6 +342,8 @@ def train(model: nn.Module, tokenizer, data: TaskData, checked: Validated, devic
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
+        if on_step is not None:
+            on_step(model, step, total)
         optimizer.zero_grad(set_to_none=True)
         loss_sum += dist.weighted_loss(loss.detach().float(), step)
         since += 1
@@ -485,7 +490,7 @@ def measure_inference(record: RunRecord, model: nn.Module, tokenizer, data: Task
     inputs = [{k: v.to(device) for k, v in b.items() if k != "labels"} for b in itertools.islice(loader, n)]
     model.eval()
     record.infer_latency_ms = forward_latency_ms(model, inputs, device)
-    if is_mergeable(checked.method_name):
+    if is_mergeable(checked.method_name, model):
         merge_method(model, checked.method_name)
         record.infer_latency_merged_ms = forward_latency_ms(model, inputs, device)
         unmerge_method(model, checked.method_name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 
 from peftbench import methods
@@ -44,11 +45,21 @@ def test_every_config_file_composes_and_validates(group, option):
     checked = validate(cfg)
     assert checked.run.results_dir == "results"
     if group == "method":
-        assert checked.method_name == option
+        assert checked.method_name == method_file_name(option)
+
+
+def method_file_name(stem: str) -> str:
+    """The method a ``conf/method/<stem>.yaml`` selects: its own name, or, for a recipe that presets
+    another method (``loha.yaml`` presets the peft bridge), that method's."""
+    return yaml.safe_load((CONF / "method" / f"{stem}.yaml").read_text())["name"]
 
 
 def test_registry_names_match_method_configs():
-    assert sorted(p.stem for p in (CONF / "method").glob("*.yaml")) == methods.method_names()
+    stems = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
+    assert sorted(s for s in stems if method_file_name(s) == s) == methods.method_names()
+    recipes = [s for s in stems if method_file_name(s) != s]
+    for stem in recipes:  # a recipe presets a registered method and shadows none
+        assert method_file_name(stem) in methods.method_names() and stem not in methods.method_names(), stem
 
 
 def test_registry_refuses_duplicate_names_and_prefixes():

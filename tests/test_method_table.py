@@ -83,6 +83,7 @@ def test_only_method_parameters_change(case, family):
     assert changed, "nothing changed after three optimizer steps"
     trainable = {k for k, v in model.named_parameters() if v.requires_grad}
     assert changed <= trainable
+    assert trainable <= set(method_state_dict(model, spec))  # a checkpoint of the method holds what trains
     if spec.param_prefix is not None:
         assert all(is_method_param(k, spec.param_prefix) for k in trainable), sorted(trainable)[:5]
 

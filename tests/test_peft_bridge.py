@@ -1,0 +1,305 @@
+"""method=peft, the bridge to Hugging Face peft: counts and outputs against peft's own ``get_peft_model``,
+merging, checkpoints, AdaLoRA's per-step work, the recipes, refusals before loading, and the CLI."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import subprocess
+import sys
+
+import peft
+import pytest
+import torch
+import yaml
+from hydra import compose, initialize_config_dir
+
+from peftbench import apply_method, count_parameters
+from peftbench.api import is_mergeable, method_label, method_state
+from peftbench.config import register_configs, validate
+from peftbench.errors import ConfigError
+from peftbench.methods import MethodConfigError, get_method
+from tests.conftest import REPO, run_cli
+from tests.tiny_models import bert, roberta
+
+RECIPES = ["loha", "lokr", "adalora", "oft", "boft", "fourierft"]
+register_configs()
+
+
+def _compose(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+def _recipe_options(name: str) -> dict:
+    return yaml.safe_load((REPO / "conf" / "method" / f"{name}.yaml").read_text())["options"]
+
+
+def _peft_config(name: str, options: dict, **extra):
+    """peft's own config for a recipe, as a user of peft would write it (query and value targeted)."""
+    kwargs = {k: v for k, v in options.items() if k != "target_modules"}
+    if name == "adalora":
+        kwargs["total_step"] = 100
+    return peft.mapping.PEFT_TYPE_TO_CONFIG_MAPPING[peft.PeftType[name.upper()]](
+        target_modules=["query", "value"], **kwargs, **extra)
+
+
+def _trainable(model) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@pytest.fixture(scope="module")
+def roberta_base():
+    """A roberta-base-sized model (RobertaConfig's defaults: 12 layers, hidden 768) with random weights."""
+    from transformers import RobertaConfig, RobertaForSequenceClassification
+
+    torch.manual_seed(0)
+    return RobertaForSequenceClassification(RobertaConfig(num_labels=2)).eval()
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_counts_equal_peft_get_peft_model_on_roberta_base(name, roberta_base):
+    options = _recipe_options(name)
+    ours = apply_method(copy.deepcopy(roberta_base), "peft", peft_type=name, options=options)
+    # peft with task_type SEQ_CLS keeps the classification head trainable too (a copy, in modules_to_save).
+    theirs = peft.get_peft_model(copy.deepcopy(roberta_base), _peft_config(name, options, task_type="SEQ_CLS"))
+    head = sum(p.numel() for p in roberta_base.classifier.parameters())
+    assert count_parameters(ours)[0] == _trainable(theirs) > head
+    theirs_trainable, _ = theirs.get_nb_trainable_parameters()
+    assert count_parameters(ours)[0] == theirs_trainable
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_outputs_equal_peft_with_the_same_weights(name):
+    tiny = roberta()
+    base = tiny.model()
+    options = {**_recipe_options(name), **({"n_frequency": 50} if name == "fourierft" else {})}
+    if name == "oft":
+        options["oft_block_size"] = 8  # the tiny model's width, 32, must be a multiple
+    ours = apply_method(copy.deepcopy(base), "peft", peft_type=name, options=options, train_head=False)
+    theirs = peft.get_peft_model(copy.deepcopy(base), _peft_config(name, options))
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for param in (p for p in ours.parameters() if p.requires_grad):  # away from any identity init
+            param.copy_(torch.randn(param.shape, generator=generator))
+    state = {f"base_model.model.{k}": v for k, v in method_state(ours, "peft").items()}
+    assert state
+    _, unexpected = theirs.load_state_dict(state, strict=False)
+    assert not unexpected
+    ours.eval()
+    theirs.eval()
+    with torch.no_grad():
+        expected = tiny.logits(theirs)
+        torch.testing.assert_close(tiny.logits(ours), expected, atol=1e-6, rtol=1e-5)
+        assert (expected - tiny.logits(base)).abs().max() > 1e-4  # the adapter changed the output
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_recipes_merge_exactly_and_unmerge(name):
+    tiny = bert()
+    options = {**_recipe_options(name), **({"n_frequency": 50} if name == "fourierft" else {})}
+    if name == "oft":
+        options["oft_block_size"] = 8
+    model = apply_method(tiny.model(), "peft", peft_type=name, options=options)
+    generator = torch.Generator().manual_seed(6)
+    with torch.no_grad():
+        for param in (p for p in model.parameters() if p.requires_grad):
+            param.add_(torch.randn(param.shape, generator=generator) * 0.05)
+        assert is_mergeable("peft", model)
+        unmerged = tiny.logits(model)
+        get_method("peft").merge(model)
+        merged = tiny.logits(model)
+        get_method("peft").unmerge(model)
+        restored = tiny.logits(model)
+    torch.testing.assert_close(merged, unmerged, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(restored, unmerged, atol=1e-5, rtol=1e-4)
+
+
+def test_a_type_without_merge_is_not_mergeable():
+    # Poly's peft layers have no merge: latency is then measured unmerged only.
+    model = apply_method(bert().model(), "peft", peft_type="poly", options={"r": 2})
+    assert not is_mergeable("peft", model)
+    assert is_mergeable("peft")  # in general the bridge merges; it is the applied type that decides
+    assert is_mergeable("peft", apply_method(bert().model(), "peft", peft_type="loha"))
+
+
+def test_checkpoint_state_is_peft_state_under_the_model_names():
+    model = apply_method(bert().model(), "peft", peft_type="lokr", options={"r": 4})
+    state = method_state(model, "peft")
+    own = get_method("peft").state_dict(model)
+    assert own and set(own) <= set(model.state_dict())
+    assert all(".lokr_" in k for k in own)
+    saved = peft.get_peft_model_state_dict(model, save_embedding_layers=False)  # keys without ".default"
+    assert {k.replace(".default", "") for k in own} == set(saved)
+    assert {k for k in state if k.startswith("classifier.")} == {"classifier.weight", "classifier.bias"}
+    trainable = {k for k, p in model.named_parameters() if p.requires_grad}
+    assert trainable <= set(state)
+
+
+def test_peft_type_is_case_insensitive_and_labels_rows():
+    model = apply_method(bert().model(), "peft", peft_type="LoHa", options={"r": 2})
+    assert model.peft_bridge.type_name == "LOHA"
+    assert method_label({"name": "peft", "peft_type": "LoHa", "options": {}}) == "peft:loha"
+    assert method_label({"name": "lora", "rank": 8}) == "lora"
+    assert method_label({"name": "nosuch"}) == "nosuch"
+
+
+def test_describe_labels_bridge_rows_with_the_type_and_options_and_no_rank():
+    from peftbench.record import RunRecord
+    from peftbench.runner import describe
+
+    config = {"method": {"name": "peft", "peft_type": "loha", "options": {"r": 8}, "lr": 5e-4,
+                         "warmup_ratio": 0.06, "schedule": "linear"}, "model": {"name": "m"},
+              "task": {"name": "vader"}, "rank": 8, "seed": 0}
+    record = RunRecord()
+    describe(record, config)
+    assert record.method == "peft:loha"
+    assert record.rank is None
+    assert json.loads(record.method_settings) == {"options": {"r": 8}, "peft_type": "loha"}
+
+
+# --- AdaLoRA: the per-step hook, the run's length, the orthogonality penalty ---------------------------
+
+def _adalora(options: dict):
+    tiny = bert()
+    return tiny, apply_method(tiny.model(), "peft", peft_type="adalora",
+                              options={"init_r": 4, "target_r": 2, **options})
+
+
+def test_adalora_total_step_comes_from_the_run_and_the_budget_is_allocated():
+    tiny, model = _adalora({"tinit": 1, "tfinal": 2, "deltaT": 1})
+    spec = get_method("peft")
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    total = 8
+    for step in range(1, total + 1):
+        loss = model(**tiny.inputs, labels=tiny.labels).loss
+        loss.backward()
+        optimizer.step()
+        spec.on_step(model, step, total)
+        optimizer.zero_grad()
+    config = model.peft_bridge.tuner.peft_config["default"]
+    assert config.total_step == total
+    assert config.rank_pattern  # the final allocation happened (at step total - tfinal)
+    ranks = [int((m.lora_E["default"] != 0).sum()) for m in model.modules() if hasattr(m, "lora_E")]
+    # 4 adapted layers x target_r 2 = 8 singular values kept in all, out of 4 x init_r 4 = 16.
+    assert len(ranks) == 4 and sum(ranks) == 8, ranks
+
+
+def test_adalora_refuses_a_schedule_longer_than_the_run():
+    _, model = _adalora({"tinit": 3, "tfinal": 3})
+    with pytest.raises(MethodConfigError, match=r"tinit=3 and tfinal=3 .* 5 optimizer steps"):
+        get_method("peft").on_step(model, 1, 5)
+
+
+def test_adalora_adds_peft_orthogonal_penalty_to_the_loss():
+    tiny = bert()
+    base = tiny.model()
+    ours = apply_method(copy.deepcopy(base), "peft", peft_type="adalora", train_head=False,
+                        options={"init_r": 4, "target_r": 2, "orth_reg_weight": 0.5, "target_modules": ["query", "value"]})
+    # peft adds the penalty in AdaLoraModel.forward, which a task PeftModel (task_type) calls.
+    theirs = peft.get_peft_model(copy.deepcopy(base), peft.AdaLoraConfig(
+        init_r=4, target_r=2, orth_reg_weight=0.5, total_step=10, target_modules=["query", "value"],
+        task_type="SEQ_CLS"))
+    generator = torch.Generator().manual_seed(8)
+    with torch.no_grad():
+        for param in (p for p in ours.parameters() if p.requires_grad):
+            param.copy_(torch.randn(param.shape, generator=generator))
+    theirs.load_state_dict({f"base_model.model.{k}": v for k, v in method_state(ours, "peft").items()}, strict=False)
+    with torch.no_grad():
+        plain = torch.nn.functional.cross_entropy(ours(**tiny.inputs).logits, tiny.labels)
+        ours_loss = ours(**tiny.inputs, labels=tiny.labels).loss
+        theirs_loss = theirs(**tiny.inputs, labels=tiny.labels).loss
+    torch.testing.assert_close(ours_loss, theirs_loss)
+    assert ours_loss > plain + 0.1
+
+
+def test_the_training_loop_calls_the_step_hook(tiny_bert_dir, tmp_path, monkeypatch):
+    from peftbench import runner
+
+    calls = []
+
+    def recording(method):
+        hook = get_method(method).on_step
+        return lambda model, step, total: (calls.append((step, total)), hook(model, step, total))
+
+    monkeypatch.setattr(runner, "step_hook", recording)
+    cfg = _compose(["method=adalora", f"model.name={tiny_bert_dir}", f"results_dir={tmp_path}", "wandb.mode=disabled",
+                    "train.steps=4", "train.batch_size=8", "train.eval_size=16", "train.log_every=2",
+                    "train.measure_warmup_steps=1", "train.latency_batches=1"])
+    record = runner.run(cfg)
+    assert record.status == "success", record.error
+    assert record.method == "peft:adalora"
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+
+# --- refusals, before any model loads ---------------------------------------------------------------
+
+@pytest.mark.parametrize("overrides,expected", [
+    (["method.peft_type=nosuch"], ["method.peft_type='nosuch'", "loha", "lokr", "adalora"]),
+    (["method.peft_type=prompt_tuning"], ["prompt-learning", "method=prefix", "method=prompt"]),
+    (["method.peft_type=vera"], ["shared across layers", "method=vera"]),
+    (["method.peft_type=loha", "method.options.rr=3"], ["method.options.rr", "LoHaConfig", "alpha", "rank_dropout"]),
+    (["method.options.modules_to_save=[classifier]"], ["method.options.modules_to_save", "task head"]),
+])
+def test_bad_settings_are_refused_at_validation_naming_the_key(overrides, expected):
+    with pytest.raises(ConfigError) as err:
+        validate(_compose(["method=peft", *overrides]))
+    for text in expected:
+        assert text in str(err.value)
+
+
+def test_without_peft_the_bridge_is_refused_with_the_install_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "peft", None)  # `import peft` now raises ImportError
+    with pytest.raises(ConfigError, match=r'pip install "peftbench\[peft\]"'):
+        validate(_compose(["method=peft", "method.peft_type=loha"]))
+
+
+def test_the_methods_package_imports_without_peft():
+    code = ("import sys; sys.modules['peft'] = None\n"
+            "from peftbench.methods import get_method, method_names\n"
+            "assert 'peft' in method_names() and get_method('lora').name == 'lora'\n"
+            "print('ok')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr
+
+
+def test_a_target_peft_cannot_wrap_is_refused_with_the_reason():
+    from tests.tiny_models import gpt2
+
+    with pytest.raises(MethodConfigError, match=r"peft_type=loha.*Conv1D.*target_modules"):
+        apply_method(gpt2().model(), "peft", peft_type="loha")
+
+
+# --- the CLI, end to end ----------------------------------------------------------------------------
+
+FAST = ["train.steps=3", "train.batch_size=8", "train.eval_size=32", "train.log_every=1", "train.measure_warmup_steps=1"]
+
+
+def test_cli_runs_loha_through_the_bridge_and_records_it(tiny_bert_dir, tmp_path):
+    results = tmp_path / "results"
+    proc = run_cli(["method=peft", "method.peft_type=loha", "method.options.r=4", f"model.name={tiny_bert_dir}",
+                    f"results_dir={results}", "wandb.mode=disabled", *FAST], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (row,) = list(csv.DictReader(open(results / "runs.csv")))
+    assert row["status"] == "success" and row["method"] == "peft:loha" and row["rank"] == ""
+    assert json.loads(row["method_settings"]) == {"options": {"r": 4}, "peft_type": "loha"}
+    # LoHa: 2 layers x (query, value) x 2 r (32 + 32) at r = 4, plus the classifier 32 x 2 + 2.
+    trainable = 2 * 2 * 2 * 4 * 64 + 66
+    assert int(row["trainable_params"]) == trainable
+    assert 4 * trainable < int(row["checkpoint_bytes"]) < 4 * trainable + 4096
+    assert float(row["infer_latency_ms"]) > 0 and float(row["infer_latency_merged_ms"]) > 0
+    assert int(row["train_steps"]) == 3 and 0 <= float(row["score"]) <= 1
+
+
+def test_cli_refuses_an_unknown_peft_type_before_training(tmp_path):
+    results = tmp_path / "results"
+    proc = run_cli(["method=peft", "method.peft_type=nosuch", f"results_dir={results}", "wandb.mode=disabled"],
+                   cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2
+    for text in ("refused", "method.peft_type='nosuch'", "loha", "lokr", "fourierft"):
+        assert text in proc.stderr, proc.stderr
+    assert "[train]" not in proc.stderr
+    (row,) = list(csv.DictReader(open(results / "runs.csv")))
+    assert row["status"] == "failed" and row["method"] == "peft:nosuch" and row["trainable_params"] == ""
