@@ -167,3 +167,10 @@ def test_the_sweeps_wandb_report_run_gets_the_answers_and_rank_tables(offline, t
     rows = {r[2]: dict(zip(table["columns"], r, strict=True)) for r in table["data"] if r[2] != "lora"}
     assert rows["pfeiffer"]["did_not_learn"] is True and rows["full"]["did_not_learn"] is False
     assert rows["full"]["representation_drift"] == pytest.approx(0.125)
+
+
+def test_the_search_command_of_a_bridged_method_names_its_peft_type():
+    from peftbench.report.answers import search_command
+
+    assert search_command("lora").endswith("hydra/sweeper=lr_search method=lora")
+    assert search_command("peft:loha").endswith("method=peft method.peft_type=loha")

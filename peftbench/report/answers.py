@@ -50,6 +50,14 @@ TIME_TO_FRACTION = 0.95
 """``time_to_95``: training time to reach this share of the best setting's mean score."""
 SEARCH_COMMAND = "python -m peftbench -m hydra/sweeper=lr_search method={method}"
 
+
+def search_command(method: str) -> str:
+    """The learning-rate search command for a ``method`` column value (``peft:loha`` is the bridge)."""
+    bridged, _, peft_type = method.partition(":")
+    if peft_type:
+        return SEARCH_COMMAND.format(method=f"{bridged} method.peft_type={peft_type}")
+    return SEARCH_COMMAND.format(method=method)
+
 EXTRA_COLUMNS = (
     "baseline_score", "did_not_learn", "p_vs_baseline", "zero_shot_score", "update_effective_rank",
     "update_stable_rank", "representation_drift", "ref_loss_delta", "contended", "train_flops",

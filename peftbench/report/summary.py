@@ -22,13 +22,13 @@ from peftbench.report.answers import (
     GPU_OTHER_MEM_MAX,
     GPU_UTIL_MAX,
     LOAD_PER_CORE_MAX,
-    SEARCH_COMMAND,
     TIME_TO_FRACTION,
     forgetting_order,
     groups,
     is_marked,
     label,
     pareto_fronts,
+    search_command,
 )
 from peftbench.report.cells import budget_label, human_bytes, human_count, missing
 from peftbench.report.stats import ALPHA
@@ -159,7 +159,7 @@ def _not_learned(sub: pd.DataFrame) -> list[str]:
         lines.append(
             f"{DID_NOT_LEARN_MARK} {label(rec)} did not learn: {_g(rec['score_mean'])} against the majority-class "
             f"baseline {_g(rec['baseline_score'])}{p}. The learning rate or the budget is the likely cause; "
-            f"search one: `{SEARCH_COMMAND.format(method=rec['method'])}`.")
+            f"search one: `{search_command(rec['method'])}`.")
     return lines
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from peftbench.record import STATUSES
-from peftbench.report.answers import DID_NOT_LEARN_MARK, SEARCH_COMMAND, not_learned_keys
+from peftbench.report.answers import DID_NOT_LEARN_MARK, not_learned_keys, search_command
 from peftbench.report.cells import (
     STOPPED_MARK,
     budget_label,
@@ -164,7 +164,7 @@ def format_sweep_table(results_dir: str | os.PathLike[str], sweep_id: str) -> st
         names = sorted({str(m) for m in runs.loc[runs["setting_key"].isin(lost).to_numpy(), "method"]})
         parts.append(f"{DID_NOT_LEARN_MARK} did not learn (score not distinguishable from the majority-class "
                      f"baseline): {', '.join(names)}; the learning rate or the budget is the likely cause, search one "
-                     f"with `{SEARCH_COMMAND.format(method=names[0])}`")
+                     f"with `{search_command(names[0])}`")
     failed = failed_runs(runs)
     if not failed.empty:
         parts.append("Failed or cancelled:")
