@@ -62,3 +62,46 @@ def test_cli_refuses_vera_rank_zero_before_training(tmp_path):
     assert "[train]" not in proc.stderr
     rows = list(csv.DictReader(open(tmp_path / "runs.csv")))
     assert [r["status"] for r in rows] == ["failed"] and rows[0]["method"] == "vera"
+
+
+FAST = ["train.steps=3", "train.batch_size=4", "train.eval_size=6", "train.eval_batch_size=4", "train.log_every=1",
+        "train.measure_warmup_steps=0", "train.latency_batches=1", "wandb.mode=disabled", "task.max_new_tokens=4"]
+
+
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory):
+    from tests.test_models import save_tiny
+
+    root = tmp_path_factory.mktemp("tiny")
+    return {family: save_tiny(family, root / family) for family in ("llama", "t5")}
+
+
+def _run(overrides: list[str]):
+    from peftbench.runner import run
+    from tests.test_models import compose_run
+
+    return run(compose_run(overrides))
+
+
+def test_generation_tasks_run_end_to_end(tiny_dirs, tmp_path):
+    arithmetic = ["task=arithmetic", f"model.name={tiny_dirs['llama']}", f"results_dir={tmp_path}",
+                  "task.num_train=40", "task.num_eval=6", *FAST]
+    # init=text reads the model folder's own tokenizer; the harness's left-padded batches and
+    # position_ids go through the prompt's hook, in training and in generation.
+    prompt = _run([*arithmetic, "method=prompt", "method.num_virtual_tokens=3", "method.init=text",
+                   "method.init_text='Q: 1+1'"])
+    assert prompt.status == "success", prompt.error
+    assert prompt.trainable_params == 3 * 32 and prompt.metric == "exact_match"
+    vera = _run([*arithmetic, "method=vera", "method.rank=8"])
+    assert vera.status == "success", vera.error
+    assert vera.rank == 8 and vera.infer_latency_merged_ms > 0
+    bitfit = _run([*arithmetic, "method=bitfit"])  # Llama has no bias terms
+    assert bitfit.status == "failed" and "no bias terms" in bitfit.error and bitfit.train_steps is None
+
+    path = tmp_path / "pairs.csv"
+    path.write_text("source,target\n" + "".join(f"{w},{w}\n" for w in ["ab", "cd", "ef", "gh"]))
+    t5 = _run(["task=text2text", f"task.data_files.train={path}", f"task.data_files.validation={path}",
+               f"model.name={tiny_dirs['t5']}", f"results_dir={tmp_path}", *FAST, "method=prompt",
+               "method.num_virtual_tokens=3"])
+    assert t5.status == "success", t5.error
+    assert t5.trainable_params == 3 * 32
