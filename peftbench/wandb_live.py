@@ -8,12 +8,14 @@ Any wandb error is a warning, after which this run logs nothing more.
 
 from __future__ import annotations
 
+import json
+import netrc
+import os
 import warnings
 from pathlib import Path
 from typing import Any
 
 from peftbench.record import CSV_COLUMNS, RunRecord
-from peftbench.sinks import flat_config, wandb_mode
 
 
 class WandbLogger:
@@ -85,3 +87,45 @@ def summary_values(record: RunRecord) -> dict[str, Any]:
     empty ones and the config (already the run's config) left out."""
     values = {name: getattr(record, name) for name in CSV_COLUMNS if name != "config_json"}
     return {name: value for name, value in values.items() if value is not None and value != ""}
+
+
+def wandb_mode(requested: str) -> str:
+    """``auto`` means online when this machine is logged in to wandb, else offline (no account needed)."""
+    if requested != "auto":
+        return requested
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        hosts = netrc.netrc().hosts
+    except (OSError, netrc.NetrcParseError):
+        return "offline"
+    return "online" if any("wandb" in host for host in hosts) else "offline"
+
+
+def flat_config(config: dict[str, Any], record: RunRecord) -> dict[str, Any]:
+    """wandb's config: the comparison keys on top (typed), then every setting as ``node.key``."""
+    flat: dict[str, Any] = {
+        "method": record.method, "model": record.model, "task": record.task, "seed": record.seed,
+        "rank": record.rank, "lr": record.lr, "sweep_id": record.sweep_id, "run_key": record.run_key,
+        "setting_key": record.setting_key, "budget_unit": record.budget_unit, "budget": record.budget,
+        "warmup_ratio": record.warmup_ratio, "schedule": record.schedule,
+    }
+    for node in ("method", "model", "task", "train"):
+        for key, value in (config.get(node) or {}).items():
+            flat[f"{node}.{key}"] = json.dumps(value) if isinstance(value, (list, dict)) else value
+    for key in ("device", "results_dir"):
+        flat[key] = config.get(key)
+    return flat
+
+
+def log_to_wandb(record: RunRecord, config: dict[str, Any], wandb_cfg: dict[str, Any], results_dir: Path) -> None:
+    """A wandb run made after the fact for a finished record: flat config, the loss curve, the record
+    as summary (the runner logs live instead, through :mod:`peftbench.live`)."""
+    if wandb_mode(wandb_cfg.get("mode", "auto")) == "disabled":
+        return
+    logger = WandbLogger.start(record, {**config, "wandb": wandb_cfg}, results_dir)
+    for step, loss in record.loss_curve:
+        logger.log_train(step, {"train/loss": loss})
+    logger.finish(record)
