@@ -175,7 +175,7 @@ def test_without_bitsandbytes_qlora_is_refused_before_loading(monkeypatch, tmp_p
     with pytest.raises(ConfigError, match=re.escape(INSTALL)):
         validate(_compose(["method=qlora"]))
     loaded = []
-    monkeypatch.setattr(runner, "load_model", lambda *a, **k: loaded.append(1))
+    monkeypatch.setattr(runner, "load_model_with_info", lambda *a, **k: loaded.append(1))  # what the runner loads with
     record = runner.run(_compose(["method=qlora", f"results_dir={tmp_path}", "wandb.mode=disabled"]))
     assert record.status == "failed" and INSTALL in record.error
     assert not loaded and record.trainable_params is None and record.budget_steps is None

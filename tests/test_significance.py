@@ -90,6 +90,9 @@ def test_every_output_names_the_test_and_shows_the_marks(tmp_path):
     text = render(built, "text")
     assert "Welch t-test" in text and "alpha=0.05" in text and "α=0.05" in text
     line = next(ln for ln in text.splitlines() if ln.startswith("lora") and "lr=0.0001" in ln)
+    assert "worse (p=0.0037)" in line  # the terminal's key columns: the verdict, not the interval
+    wide = render(built, "text", wide=True)  # --wide: every column, the 95% interval too
+    line = next(ln for ln in wide.splitlines() if ln.startswith("lora") and "lr=0.0001" in ln)
     assert "[0.6852, 0.7348]" in line and "worse (p=0.0037)" in line
     assert "tied (p=0.22)" in text and "  best" in text
     assert "n/a" in next(ln for ln in text.splitlines() if ln.startswith("full") and "0.9000" in ln)
