@@ -126,6 +126,11 @@ class PromptEncoder(nn.Module):
     def num_virtual_tokens(self) -> int:
         return self.embedding.shape[0]
 
+    @property
+    def extra_positions_per_sample(self) -> int:
+        """What the FLOPs estimate adds per sample (:func:`peftbench.measure.prepended_positions`)."""
+        return self.embedding.shape[0]
+
     def forward(self, batch_size: int) -> torch.Tensor:
         """Returns: the prompt for a batch, ``(batch_size, p, e)`` (expanded, not copied)."""
         return self.embedding.unsqueeze(0).expand(batch_size, -1, -1)

@@ -137,6 +137,11 @@ class VeraLinear(LinearWrapper):
         shared = self._shared[0]
         return shared.A[:, : self.in_features], shared.B[: self.out_features, :]
 
+    def extra_matmul_elements(self) -> int:
+        """Elements of the shared blocks one token is multiplied by unmerged (``A_s`` and ``B_s``):
+        counted by the FLOPs estimate (:func:`peftbench.measure.matmul_parameters`) as frozen weights."""
+        return 0 if self.merged else self.vera_lambda_d.numel() * (self.in_features + self.out_features)
+
     def delta_weight(self) -> torch.Tensor:
         """``Lambda_b B_s Lambda_d A_s`` laid out like ``self.weight``."""
         a, b = self.projections()

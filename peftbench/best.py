@@ -35,6 +35,7 @@ import pandas as pd
 import yaml
 
 from peftbench.report import load_runs
+from peftbench.resources import conf_dir
 
 __all__ = ["BestSetting", "best_settings", "describe", "find_searches", "main", "rerun_command"]
 
@@ -251,9 +252,7 @@ def best_settings(
             complete = True
         else:
             params = {"train.lr": rec["lr"]}
-            overrides = [f"method={rec['method']}", f"train.lr={override_value(float(rec['lr']))}"]
-            if not pd.isna(rec["rank"]):
-                overrides.append(f"rank={int(rec['rank'])}")
+            overrides = _fallback_overrides(rec, config)
             complete = False
         out.append(
             BestSetting(
@@ -263,6 +262,33 @@ def best_settings(
             )
         )
     return out
+
+
+def _fallback_overrides(rec: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """The overrides a row alone can give when its search's Hydra folder is gone: the method (the
+    config group's name: ``method=peft method.peft_type=loha`` for a row labelled ``peft:loha``),
+    the learning rate, and the method's own rank where it has one (``method.rank=``: VeRA's rank is
+    not the top-level ``rank``)."""
+    method = config.get("method") if isinstance(config.get("method"), dict) else {}
+    name = str(method.get("name") or rec["method"])
+    overrides = [f"method={name}"]
+    if name == "peft" and method.get("peft_type"):
+        overrides.append(f"method.peft_type={method['peft_type']}")
+    overrides.append(f"train.lr={override_value(float(rec['lr']))}")
+    if not pd.isna(rec["rank"]):
+        overrides.append(f"{_rank_key(name)}={int(rec['rank'])}")
+    return overrides
+
+
+def _rank_key(method: str) -> str:
+    """``rank`` for a method whose shipped YAML follows the top-level rank (``rank: ${rank}``),
+    else ``method.rank`` (VeRA's own rank, or a user's method this package does not ship)."""
+    path = conf_dir() / "method" / f"{method}.yaml"
+    try:
+        shipped = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return "method.rank"
+    return "rank" if str(shipped.get("rank", "")).replace(" ", "") == "${rank}" else "method.rank"
 
 
 def rerun_command(best: BestSetting, seeds: str = "0,1,2") -> list[str]:

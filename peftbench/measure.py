@@ -282,14 +282,22 @@ def matmul_parameters(model: nn.Module) -> tuple[int, int]:
     That is every parameter with two or more dimensions except embedding tables (a lookup, not a
     matmul); vectors (biases, norms, IA3 scales) cost O(1) per element and are left out, as in the
     usual 6N estimate. Shared tensors count once; a quantized weight counts the elements it stands
-    for (:func:`parameter_numel`).
+    for (:func:`parameter_numel`). A module that multiplies by frozen matrices it does not own as
+    parameters (VeRA's shared random ``A`` and ``B``, used by every layer) says how many elements
+    one token goes through in an ``extra_matmul_elements()`` method; they count as frozen weights.
     """
     lookups = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    # A prompt's positions are inputs (what :func:`prepended_positions` counts), not weights.
+    lookups |= {id(p) for m in model.modules() if hasattr(m, "extra_positions_per_sample") for p in m.parameters()}
     total = trainable = 0
     for param in model.parameters():
         if param.dim() >= 2 and id(param) not in lookups:
             total += parameter_numel(param)
             trainable += param.numel() if param.requires_grad else 0
+    for module in model.modules():
+        extra = getattr(module, "extra_matmul_elements", None)
+        if callable(extra):
+            total += int(extra())
     return total, trainable
 
 
@@ -302,6 +310,12 @@ def train_flops_per_token(model: nn.Module) -> int:
     """
     total, trainable = matmul_parameters(model)
     return 4 * total + 2 * trainable
+
+
+def prepended_positions(model: nn.Module) -> int:
+    """Positions a method prepends to every sample (prompt tuning's virtual tokens): modules say so
+    with an ``extra_positions_per_sample`` attribute. Each goes through the model like a token."""
+    return sum(int(getattr(m, "extra_positions_per_sample", 0) or 0) for m in model.modules())
 
 
 # Dense peak FLOP/s per precision of GPUs we can name, from their vendors' data sheets. Order

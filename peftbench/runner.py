@@ -49,6 +49,7 @@ from peftbench.measure import (
     device_name,
     model_weight_bytes,
     peak_flops,
+    prepended_positions,
     release_device_memory,
     synchronize,
     train_flops_per_token,
@@ -160,7 +161,7 @@ def run(cfg: DictConfig, sweep_id: str = "") -> RunRecord:
         peak, (stats.samples, stats.tokens), record.per_rank = dist.combine(
             memory.stop(), stats.meter, [stats.samples, stats.tokens])
         if dist.is_main:
-            fill_measurements(record, stats, peak, checked)
+            fill_measurements(record, stats, peak, checked, prepended_positions(model))
             with stages("answers"):
                 fill_answers(record, spectrum.measure(model, w0, checked.run.spectrum), probe.measure(model))
         dist.share(record)
@@ -447,7 +448,13 @@ def fill_progress(record: RunRecord, stats: TrainStats) -> None:
     record.loss_curve = stats.loss_curve
 
 
-def fill_measurements(record: RunRecord, stats: TrainStats, peak: MemoryPeak, checked: Validated) -> None:
+def fill_measurements(record: RunRecord, stats: TrainStats, peak: MemoryPeak, checked: Validated,
+                      prepended: int = 0) -> None:
+    """The run's measurements into the record; ``prepended``: positions the method adds to every
+    sample (prompt tuning's virtual tokens), whose compute the FLOPs per counted token then include."""
+    if prepended and stats.tokens and record.train_flops_per_token:
+        record.train_flops_per_token = round(
+            record.train_flops_per_token * (stats.tokens + prepended * stats.samples) / stats.tokens)
     record.peak_rss_bytes = peak.peak_rss_bytes
     record.peak_gpu_mem_bytes, record.peak_gpu_reserved_bytes = peak.peak_gpu_mem_bytes, peak.peak_gpu_reserved_bytes
     record.train_samples_per_s, record.train_tokens_per_s = stats.meter.samples_per_s, stats.meter.tokens_per_s

@@ -96,3 +96,25 @@ def test_the_rerun_of_a_search_keeps_its_budget(tiny_bert_dir, tmp_path):
     (setting,) = best.best_settings(results)
     command = best.rerun_command(setting, "0,1,2")
     assert "budget=samples" in command and "train.samples=40" in command  # the seeds get the same budget
+
+
+def test_without_the_search_folder_the_rerun_names_the_method_group_and_its_own_rank(tmp_path):
+    """A row alone (its Hydra sweep folder deleted) still gives a command that reruns the right
+    method: the bridge's config group with its peft type, and VeRA's rank as ``method.rank``."""
+    import json
+
+    from peftbench.record import RunRecord, append_csv_row
+
+    rows = [("vera", {"name": "vera", "rank": 256}, 256, 0.71),
+            ("peft:loha", {"name": "peft", "peft_type": "LOHA", "options": {"r": 8}}, None, 0.69),
+            ("lora", {"name": "lora", "rank": 4}, 4, 0.72)]
+    for i, (label, method, rank, score) in enumerate(rows):
+        record = RunRecord(run_id=f"r{i}", sweep_id="s1", status="success", model="m", task="t", method=label,
+                           seed=0, rank=rank, lr=0.002, score=score, metric="accuracy",
+                           config_json=json.dumps({"method": method, "train": {"lr": 0.002}}))
+        append_csv_row(tmp_path / "runs.csv", record.to_row())
+    found = {s.method: s for s in best.best_settings(tmp_path, searches=["s1"])}
+    assert not any(s.complete for s in found.values())  # said in the printed comment: only method, lr, rank
+    assert found["vera"].overrides == ["method=vera", "train.lr=0.002", "method.rank=256"]
+    assert found["peft:loha"].overrides == ["method=peft", "method.peft_type=LOHA", "train.lr=0.002"]
+    assert found["lora"].overrides == ["method=lora", "train.lr=0.002", "rank=4"]  # LoRA follows the top-level rank

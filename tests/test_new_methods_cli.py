@@ -92,6 +92,14 @@ def test_generation_tasks_run_end_to_end(tiny_dirs, tmp_path):
                    "method.init_text='Q: 1+1'"])
     assert prompt.status == "success", prompt.error
     assert prompt.trainable_params == 3 * 32 and prompt.metric == "exact_match"
+    # The FLOPs per counted token include the 3 virtual positions every sample goes through.
+    from transformers import AutoModelForCausalLM
+
+    from peftbench.measure import train_flops_per_token
+
+    base = train_flops_per_token(AutoModelForCausalLM.from_pretrained(tiny_dirs["llama"]).requires_grad_(False))
+    tokens, samples = prompt.train_tokens, prompt.train_samples
+    assert prompt.train_flops_per_token == pytest.approx(base * (tokens + 3 * samples) / tokens, rel=1e-3)
     vera = _run([*arithmetic, "method=vera", "method.rank=8"])
     assert vera.status == "success", vera.error
     assert vera.rank == 8 and vera.infer_latency_merged_ms > 0
