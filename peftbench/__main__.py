@@ -142,11 +142,13 @@ def hydra_argv(args: list[str]) -> list[str]:
     - ``-m``/``--multirun`` may stand anywhere among the overrides: Hydra's argparse takes the
       overrides as one block, so ``rank=2,4 -m train.steps=5`` fails there with "unrecognized
       arguments"; the flag moves to the front.
-    - ``--cfg job`` (``-c job``) prints the config resolved (the method's ``rank`` as a number).
+    - ``--cfg job`` (``-c job``) and ``--cfg all`` print the config resolved (the method's ``rank``
+      as a number). ``--cfg hydra`` stays unresolved: Hydra prints its node alone, where
+      ``hydra.run.dir``'s ``${results_dir}`` has nothing to resolve against.
     """
     flags = [a for a in args if a in MULTIRUN_FLAGS][:1]
     rest = [a for a in args if a not in MULTIRUN_FLAGS]
-    if _cfg_value(rest) is not None and "--resolve" not in rest:
+    if _cfg_value(rest) in ("job", "all") and "--resolve" not in rest:
         rest.append("--resolve")
     return flags + rest
 

@@ -28,6 +28,14 @@ def test_multirun_flag_moves_to_the_front_wherever_it_stands():
     assert hydra_argv(["a=1", "--multirun", "b=2"]) == ["--multirun", "a=1", "b=2"]
     assert hydra_argv(["a=1", "b=2"]) == ["a=1", "b=2"]
     assert hydra_argv(["--cfg", "job", "rank=4"]) == ["--cfg", "job", "rank=4", "--resolve"]
+    assert hydra_argv(["--cfg", "hydra"]) == ["--cfg", "hydra"]  # resolved alone, hydra.run.dir would fail
+
+
+@pytest.mark.parametrize("group,shows", [("hydra/launcher=slurm", "submitit"), ("hydra/sweeper=lr_search", "optuna")])
+def test_cfg_hydra_prints_the_launcher_and_sweeper_configs(group, shows, tmp_path):
+    proc = run_cli(["--cfg", "hydra", group], cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert shows in proc.stdout and "${results_dir}/hydra" in proc.stdout
 
 
 def test_m_among_the_overrides_runs_a_sweep_and_a_rerun_says_all_were_done(tiny_bert_dir, tmp_path):
