@@ -35,9 +35,9 @@ def _which(folder: str) -> list[str]:
 
 def test_which_method_names_the_best_the_tied_the_cheapest_the_rank_and_what_did_not_learn():
     lines = _which("tied")
-    assert lines[0] == "Best: full lr=5e-05, accuracy 0.9200 (95% CI 0.9073–0.9327, 2 seeds)."
+    assert lines[0] == "Best: full, accuracy 0.9200 (95% CI 0.9073–0.9327, 2 seeds)."
     assert lines[1].startswith("Tied with it (not distinguishable by the Welch test, p >= 0.05): ")
-    for name in ("ia3 lr=0.0005 (0.9175", "rank=4 lr=0.0005 (0.9180", "rank=16 lr=0.0005 (0.9200"):
+    for name in ("ia3 lr=0.0005 (0.9175", "lora rank=4 (0.9180", "lora rank=16 (0.9200"):
         assert name in lines[1]
     assert "rank=1 " not in lines[1] and "pfeiffer" not in lines[1]
     assert "fewest trainable parameters: ia3 lr=0.0005 (10k vs the best one’s 22.7M)" in lines[2]
@@ -56,7 +56,7 @@ def test_which_method_names_the_best_the_tied_the_cheapest_the_rank_and_what_did
 
 def test_which_method_when_nothing_is_tied():
     lines = _which("untied")
-    assert lines[0].startswith("Best: full lr=5e-05, accuracy 0.9205")
+    assert lines[0].startswith("Best: full, accuracy 0.9205")
     assert lines[1] == "No other setting is tied with it: every other setting with 2+ seeds scored below it (Welch test, p < 0.05)."
     assert not any("Among those" in line or "did not learn" in line or "contention" in line for line in lines)
 
@@ -64,7 +64,7 @@ def test_which_method_when_nothing_is_tied():
 def test_which_method_with_a_single_seed_says_ties_cannot_be_judged():
     lines = _which("single_seed")
     assert lines[0] == ("With fewer than 2 seeds per setting, ties cannot be judged: the highest accuracy is "
-                        "full lr=5e-05's 0.9200 (one seed; run seed=0,1,2 to test).")
+                        "full's 0.9200 (one seed; run seed=0,1,2 to test).")
     assert not any("Tied" in line or "Best:" in line for line in lines)
     (lost,) = [line for line in lines if "did not learn" in line]
     assert "prefix lr=0.0005 did not learn: 0.5560 against the majority-class baseline 0.5535." in lost  # within 0.01

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from peftbench.report.defaults import DEFAULTS_LABEL, display_setting
 from peftbench.report.groups import COMPARE_KEYS, floats
 from peftbench.report.stats import ALPHA, pareto_front, significance
 
@@ -201,9 +202,10 @@ def time_to_fraction(ok: pd.DataFrame, table: pd.DataFrame, results_dir: Path) -
 
 
 def label(rec: dict[str, Any]) -> str:
-    """A row's name in sentences: its method and setting label (``lora r=8 lr=0.0005``)."""
-    setting = str(rec.get("setting") or "")
-    return f"{rec['method']} {setting}".strip() if setting and setting != "-" else str(rec["method"])
+    """A row's name in sentences, as the terminal table's Method and Setting columns show it: the
+    method and what differs from its defaults (``lora rank=4``; ``full`` for exactly the defaults)."""
+    setting = display_setting(rec) if rec.get("method_settings") is not None else str(rec.get("setting") or "")
+    return f"{rec['method']} {setting}".strip() if setting and setting not in ("-", DEFAULTS_LABEL) else str(rec["method"])
 
 
 def groups(table: pd.DataFrame) -> list[tuple[tuple, pd.DataFrame]]:

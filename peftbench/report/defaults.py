@@ -57,3 +57,13 @@ def short_setting_label(method: str, method_settings: str, lr: float | None) -> 
         lr = None if _same(float(lr), defaults["lr"]) else lr
     label = setting_label(json.dumps(differing), lr)
     return DEFAULTS_LABEL if label == "-" else label
+
+
+def display_setting(rec: dict[str, Any]) -> str:
+    """A comparison row's setting as the terminal table and the answers show it: what differs from the
+    method's defaults (:func:`short_setting_label`), plus the tag that tells lookalike settings apart."""
+    label = short_setting_label(str(rec["method"]), str(rec.get("method_settings") or ""), rec.get("lr"))
+    full = str(rec.get("setting") or "")
+    if "(config " in full:
+        label += " " + full[full.index("(config "):]
+    return label

@@ -31,6 +31,7 @@ from peftbench.report.answers import (
     search_command,
 )
 from peftbench.report.cells import budget_label, human_bytes, human_count, missing
+from peftbench.report.defaults import display_setting
 from peftbench.report.stats import ALPHA
 
 ANSWER_NOTES = (
@@ -173,7 +174,7 @@ def answer_rows(sub: pd.DataFrame) -> list[list[str]]:
     rows = []
     for r in sub.to_dict("records"):
         mark = DID_NOT_LEARN_MARK if is_marked(r.get("did_not_learn")) else ""
-        rows.append([str(r["method"]), str(r["setting"]), _g(r["score_mean"]) + mark, _g(r.get("baseline_score")),
+        rows.append([str(r["method"]), display_setting(r), _g(r["score_mean"]) + mark, _g(r.get("baseline_score")),
                      _g(r.get("zero_shot_score")), _g(r.get("update_effective_rank"), 2),
                      _g(r.get("update_stable_rank"), 2), _g(r.get("representation_drift")),
                      _g(r.get("ref_loss_delta")), _flops(r.get("train_flops")),

@@ -26,7 +26,7 @@ from peftbench.report.cells import (
     score_cell,
     vs_best_cell,
 )
-from peftbench.report.defaults import DEFAULTS_LABEL, short_setting_label
+from peftbench.report.defaults import DEFAULTS_LABEL, display_setting
 from peftbench.report.display import NOTES, VS_BEST_HEADER, summary_line, text_grid
 from peftbench.report.summary import ANSWER_NOTES
 
@@ -51,21 +51,13 @@ def terminal_width() -> int:
     return shutil.get_terminal_size((TABLE_WIDTH, 24)).columns
 
 
-def _short_setting(rec: dict) -> str:
-    label = short_setting_label(str(rec["method"]), str(rec.get("method_settings") or ""), rec.get("lr"))
-    full = str(rec.get("setting") or "")
-    if "(config " in full:  # the tag that tells lookalike settings apart
-        label += " " + full[full.index("(config "):]
-    return label
-
-
 def rows(table: pd.DataFrame) -> list[list[str]]:
     """The key cells of each row of a comparison table (see :data:`HEADERS`)."""
     out = []
     for rec in table.to_dict("records"):
         out.append([
             str(rec["method"]),
-            _short_setting(rec),
+            display_setting(rec),
             budget_label(rec.get("budget_unit"), rec.get("budget")),
             human_count(rec["trainable_params"]),
             memory_cell(rec["peak_mem_bytes"], rec["mem_kind"]),
