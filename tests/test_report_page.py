@@ -94,3 +94,22 @@ def test_at_1280_px_the_page_does_not_scroll_sideways_and_every_plot_is_drawn(sw
     subprocess.run([str(_chromium()), *flags, "--virtual-time-budget=20000", f"--screenshot={shot}",
                     sweep_page.as_uri()], capture_output=True, timeout=180, check=False)
     assert shot.exists() and shot.stat().st_size > 20_000
+
+
+def test_static_plot_titles_and_a_long_legend_stay_inside_the_picture():
+    """Seven legend entries and long model names on a one-panel figure (520 px wide): the legend
+    wraps into rows and the titles into lines, and every one of them is drawn inside the PNG."""
+    from peftbench.report.plots import _figure, _legend
+
+    methods = ["full", "houlsby", "ia3", "lora", "pfeiffer", "prefix", "peft:fourierft"]
+    fig, (ax,), cols = _figure("Training throughput per method (median over settings; whiskers: min to max)",
+                               ["sentence-transformers/all-MiniLM-L6-v2 / vader (accuracy), 150 steps"], len(methods))
+    _legend(fig, methods, cols)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    box = fig.bbox
+    drawn = [*fig.legends, fig._suptitle, ax.title]
+    for artist in drawn:
+        extent = artist.get_window_extent(renderer)
+        assert box.x0 <= extent.x0 and extent.x1 <= box.x1 and box.y0 <= extent.y0 and extent.y1 <= box.y1, artist
+    assert cols < len(methods) and "\n" in ax.get_title()  # it had to wrap both

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from peftbench.report.answers import label
 from peftbench.report.cells import budget_label
 from peftbench.report.groups import BUDGET_KEYS, floats
 from peftbench.report.plots import method_color
@@ -124,7 +125,7 @@ def figures(table: pd.DataFrame, results_dir: Path | None = None) -> list[tuple[
         bars = go.Figure()
         for rec in sub.to_dict("records"):
             bars.add_trace(go.Bar(
-                x=[f"{rec['method']} {rec['setting']}"[:40]], y=[rec["train_tokens_per_s"]], name=rec["method"],
+                x=[label(rec)], y=[rec["train_tokens_per_s"]], name=rec["method"],
                 marker_color=method_color(rec["method"]), showlegend=False, hoverinfo="text",
                 hovertext=[f"<b>{rec['method']}</b> {rec['setting']}<br>{rec['train_tokens_per_s']:,.0f} tokens/s"]))
         bars.update_layout(**_layout(f"Training throughput — {title}", "setting", "tokens/s",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import textwrap
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
@@ -87,29 +88,56 @@ def method_color(method: str) -> str:
     return _EXTRA_COLORS[zlib.crc32(key.encode("utf-8")) % len(_EXTRA_COLORS)]
 
 
-def _figure(n_panels: int):
+LEGEND_ENTRY_IN = 1.3
+"""Inches one legend entry (marker and a method name) takes: the legend wraps into rows by it."""
+
+
+def _wrapped(text: str, width_in: float, fontsize: float) -> str:
+    """``text`` broken into lines that fit ``width_in`` inches at ``fontsize`` points (an average
+    character is about 0.6 em wide in DejaVu Sans)."""
+    chars = max(16, int(width_in * 72 / (0.6 * fontsize)))
+    return "\n".join(textwrap.wrap(text, chars, break_on_hyphens=False, break_long_words=True)) or text
+
+
+def _figure(title: str, panel_titles: list[str], legend_entries: int):
+    """A figure of one panel per title (up to 3 a row) with the wrapped figure and panel titles on
+    top and room for a legend of ``legend_entries`` at the bottom, wrapped into as many rows as the
+    width needs: nothing is drawn outside the picture."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    n_panels = len(panel_titles)
     ncols = min(3, max(1, n_panels))
     nrows = math.ceil(max(1, n_panels) / ncols)
-    width, height = 5.2 * ncols, 3.7 * nrows + 1.1
+    width = 5.2 * ncols
+    panel_width = width / ncols - 1.0
+    heading = _wrapped(title, width - 0.3, 12)
+    subtitles = [_wrapped(t, panel_width, 10) for t in panel_titles]
+    title_lines = max([t.count("\n") + 1 for t in subtitles] or [1])
+    legend_cols = max(1, min(max(legend_entries, 1), int(width // LEGEND_ENTRY_IN)))
+    legend_rows = math.ceil(max(legend_entries, 1) / legend_cols)
+    top_in = 0.25 + 0.22 * (heading.count("\n") + 1) + 0.17 * title_lines
+    bottom_in = 0.85 + 0.28 * legend_rows
+    height = 3.3 * nrows + top_in + bottom_in + 0.45 * (title_lines - 1) * (nrows - 1)
     fig = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(fig)
-    # Fixed margins in inches (much faster than a layout engine on big grids): room for the title
+    # Fixed margins in inches (much faster than a layout engine on big grids): room for the titles
     # on top, tick labels and axis labels around each panel, and the legend at the bottom.
     fig.subplots_adjust(
         left=0.8 / width,
         right=1 - 0.2 / width,
-        top=1 - 0.6 / height,
-        bottom=1.05 / height,
+        top=1 - top_in / height,
+        bottom=bottom_in / height,
         wspace=0.32,
-        hspace=0.38,
+        hspace=0.38 + 0.12 * (title_lines - 1),
     )
+    fig.suptitle(heading, y=1 - 0.1 / height, va="top")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax in axes[n_panels:]:
         ax.set_visible(False)
-    return fig, axes[:n_panels]
+    for ax, subtitle in zip(axes, subtitles, strict=False):
+        ax.set_title(subtitle, fontsize=10)
+    return fig, axes[:n_panels], legend_cols
 
 
 def _png(fig) -> bytes:
@@ -138,7 +166,7 @@ def _methods(table: pd.DataFrame) -> list[str]:
     return sorted(methods, key=lambda m: (m != "full", m))
 
 
-def _legend(fig, methods: Iterable[str], extra: list | None = None) -> None:
+def _legend(fig, methods: Iterable[str], ncols: int, extra: list | None = None) -> None:
     from matplotlib.lines import Line2D
 
     handles = [
@@ -150,7 +178,7 @@ def _legend(fig, methods: Iterable[str], extra: list | None = None) -> None:
         handles=handles,
         loc="lower center",
         bbox_to_anchor=(0.5, 0.0),
-        ncols=min(8, len(handles)),
+        ncols=ncols,
         frameon=False,
     )
 
@@ -181,8 +209,8 @@ def plot_score_vs_params(table: pd.DataFrame) -> bytes:
     from matplotlib.lines import Line2D
 
     panels = _panels(table)
-    fig, axes = _figure(len(panels))
-    for ax, (title, sub) in zip(axes, panels, strict=True):
+    fig, axes, legend_cols = _figure(PLOT_TITLES["score_vs_params"], [t for t, _ in panels], len(_methods(table)) + 1)
+    for ax, (_, sub) in zip(axes, panels, strict=True):
         x = floats(sub["trainable_params"])
         _scatter_by_method(ax, sub, x)
         front = sub["pareto"].to_numpy(dtype=bool) & np.isfinite(x)
@@ -194,7 +222,6 @@ def plot_score_vs_params(table: pd.DataFrame) -> bytes:
             ax.scatter(fx, fy, s=150, facecolors="none", edgecolors="black", linewidths=1.2, zorder=3)
         if np.isfinite(x).any() and (x[np.isfinite(x)] > 0).all():
             ax.set_xscale("log")
-        ax.set_title(title, fontsize=10)
         ax.set_xlabel("Trainable parameters (count, log scale)")
         ax.set_ylabel("Score (mean ± std over seeds)")
         ax.grid(True, which="major", alpha=0.3)
@@ -208,8 +235,7 @@ def plot_score_vs_params(table: pd.DataFrame) -> bytes:
         markersize=10,
         label="Pareto front",
     )
-    _legend(fig, _methods(table), [front_handle])
-    fig.suptitle(PLOT_TITLES["score_vs_params"], y=1 - 0.15 / fig.get_figheight())
+    _legend(fig, _methods(table), legend_cols, [front_handle])
     return _png(fig)
 
 
@@ -228,18 +254,16 @@ def _memory_axis(kinds: set[str], peak: np.ndarray) -> tuple[float, str]:
 def plot_score_vs_memory(table: pd.DataFrame) -> bytes:
     """Draws score against peak memory (GPU if measured, else RSS); returns PNG bytes."""
     panels = _panels(table)
-    fig, axes = _figure(len(panels))
-    for ax, (title, sub) in zip(axes, panels, strict=True):
+    fig, axes, legend_cols = _figure(PLOT_TITLES["score_vs_memory"], [t for t, _ in panels], len(_methods(table)))
+    for ax, (_, sub) in zip(axes, panels, strict=True):
         peak = floats(sub["peak_mem_bytes"])
         kinds = {k for k in sub["mem_kind"].tolist() if k}
         scale, label = _memory_axis(kinds, peak)
         _scatter_by_method(ax, sub, peak / scale)
-        ax.set_title(title, fontsize=10)
         ax.set_xlabel(label)
         ax.set_ylabel("Score (mean ± std over seeds)")
         ax.grid(True, alpha=0.3)
-    _legend(fig, _methods(table))
-    fig.suptitle(PLOT_TITLES["score_vs_memory"], y=1 - 0.15 / fig.get_figheight())
+    _legend(fig, _methods(table), legend_cols)
     return _png(fig)
 
 
@@ -250,8 +274,9 @@ def plot_throughput(table: pd.DataFrame) -> bytes:
     column = "train_tokens_per_s" if use_tokens else "train_samples_per_s"
     unit = "tokens/s" if use_tokens else "samples/s"
     panels = _panels(table)
-    fig, axes = _figure(len(panels))
-    for ax, (title, sub) in zip(axes, panels, strict=True):
+    heading = PLOT_TITLES["throughput"] + " (median over settings; whiskers: min to max)"
+    fig, axes, legend_cols = _figure(heading, [t for t, _ in panels], len(_methods(table)))
+    for ax, (_, sub) in zip(axes, panels, strict=True):
         values = floats(sub[column])
         methods = sub["method"].to_numpy()
         names, medians, lows, highs = [], [], [], []
@@ -275,15 +300,10 @@ def plot_throughput(table: pd.DataFrame) -> bytes:
         )
         ax.set_xlim(-0.8, max(len(names) - 0.2, 1.8))
         ax.set_xticks(positions, names, rotation=30 if len(names) > 4 else 0)
-        ax.set_title(title, fontsize=10)
         ax.set_xlabel("Method")
         ax.set_ylabel(f"Training throughput ({unit})")
         ax.grid(True, axis="y", alpha=0.3)
-    _legend(fig, _methods(table))
-    fig.suptitle(
-        PLOT_TITLES["throughput"] + " (median over settings; whiskers: min to max)",
-        y=1 - 0.15 / fig.get_figheight(),
-    )
+    _legend(fig, _methods(table), legend_cols)
     return _png(fig)
 
 
