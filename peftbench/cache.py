@@ -81,12 +81,36 @@ class BaseWeights:
 
 _models: dict[str, BaseWeights] = {}
 _tasks: dict[str, TaskData] = {}
+_base_states: dict[str, Any] = {}
 
 
 def clear() -> None:
-    """Empties both caches (tests; or to give the memory back)."""
+    """Empties the caches (tests; or to give the memory back)."""
     _models.clear()
     _tasks.clear()
+    _base_states.clear()
+
+
+def base_states(key: str | None, compute: Callable[[], Any]) -> Any:
+    """The pretrained model's states on the forgetting probe's reference text
+    (:meth:`peftbench.forgetting.Probe.take_base`), computed once per process for ``key`` (see
+    :func:`probe_key`) and shared by the runs after: they are read, never written. ``key=None`` (a
+    model the weights cache does not hold) computes them anew."""
+    if not enabled() or key is None:
+        return compute()
+    if key not in _base_states:
+        _base_states[key] = compute()
+    return _base_states[key]
+
+
+def probe_key(cfg: ModelConfig, task: TaskConfig, forgetting: Any, device: torch.device, seed: int) -> str | None:
+    """What decides the base model's reference states: its weights (:func:`model_key`, only when they
+    come from the weights cache), the probe's settings and the device. A causal LM's reference loss
+    reads its LM head, which a load may initialise from the seed: for those the seed is in the key."""
+    key = model_key(cfg, task)
+    if key not in _models:
+        return None
+    return _key(key, dataclasses.asdict(forgetting), str(device), seed if task.kind == "causal_lm" else None)
 
 
 def cached_bytes() -> int:

@@ -27,6 +27,7 @@ a local text file (one sentence or paragraph per line) or a Hugging Face dataset
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,15 +131,23 @@ class Probe:
         self.base_loss: float | None = None
         self.label = ""
 
-    def take_base(self, model: nn.Module, tokenizer: Any) -> None:
-        """Before the method is applied: tokenize the reference and keep the base model's states."""
+    def take_base(self, model: nn.Module, tokenizer: Any, memo: Callable[[Callable[[], Any]], Any] | None = None
+                  ) -> None:
+        """Before the method is applied: tokenize the reference and keep the base model's states.
+        ``memo(compute)``: where the runner keeps them across runs of one process (the same base
+        model gives the same states), else they are computed here."""
         if not self.cfg.enabled:
             return
-        texts, self.label = reference_texts(self.cfg)
-        for i in range(0, len(texts), self.cfg.batch_size):
-            self.batches.append(dict(tokenizer(texts[i: i + self.cfg.batch_size], truncation=True, padding=True,
-                                               max_length=self.cfg.max_length, return_tensors="pt")))
-        self.base_pooled, self.base_loss = self.states(model)
+
+        def compute() -> tuple[list[dict[str, torch.Tensor]], str, torch.Tensor, float | None]:
+            texts, label = reference_texts(self.cfg)
+            batches = [dict(tokenizer(texts[i: i + self.cfg.batch_size], truncation=True, padding=True,
+                                      max_length=self.cfg.max_length, return_tensors="pt"))
+                       for i in range(0, len(texts), self.cfg.batch_size)]
+            self.batches = batches
+            return (batches, label, *self.states(model))
+
+        self.batches, self.label, self.base_pooled, self.base_loss = memo(compute) if memo else compute()
 
     def measure(self, model: nn.Module) -> Forgetting:
         """After training: drift and loss change against the base model's states."""

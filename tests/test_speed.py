@@ -103,7 +103,7 @@ def _read(results):
     curves = {r["run_id"]: json.loads((results / "runs" / f"{r['run_id']}.json").read_text())["loss_curve"]
               for r in rows}
     return [(r["method"], r["seed"], r["trainable_params"], r["total_params"], r["score"],
-             r["final_train_loss"], curves[r["run_id"]]) for r in rows], rows
+             r["final_train_loss"], r["representation_drift"], curves[r["run_id"]]) for r in rows], rows
 
 
 def test_cached_sweep_equals_runs_in_separate_processes(tiny_bert_dir, tmp_path):
@@ -119,6 +119,7 @@ def test_cached_sweep_equals_runs_in_separate_processes(tiny_bert_dir, tmp_path)
     together, rows = _read(tmp_path / "one")
     apart, _ = _read(tmp_path / "apart")
     assert together == apart and len(together) == 2
+    assert all(r["representation_drift"] for r in rows)  # LoRA's drift is against the cached base states
     for row in rows:
         stages = json.loads(row["stage_times_s"])
         assert list(stages) == ["setup", "load", "data", "train", "evaluate", "latency", "record", "answers"]
@@ -214,3 +215,23 @@ def test_compiled_run_records_compile_time_apart(tiny_bert_dir, tmp_path):
     stages = json.loads(record.stage_times_s)
     assert record.compile_time_s < stages["train"] + stages["evaluate"] + stages["latency"]
     assert 0 <= record.score <= 1 and record.infer_latency_merged_ms > 0
+
+
+def test_the_base_models_reference_states_are_taken_once_per_process(tiny_bert_dir, tmp_path, monkeypatch):
+    """The forgetting probe's pass over the pretrained model is the same for every run of one base
+    model: a second run reuses it (one base pass and one tuned pass per run, not two of each)."""
+    from peftbench import forgetting
+    from peftbench.runner import run
+    from tests.test_models import compose_run
+
+    cache.clear()
+    passes = []
+    states = forgetting.Probe.states
+    monkeypatch.setattr(forgetting.Probe, "states", lambda self, model: passes.append(1) or states(self, model))
+    common = [f"model.name={tiny_bert_dir}", f"results_dir={tmp_path}", "wandb.mode=disabled", *FAST]
+    first = run(compose_run([*common, "method=lora"]))
+    second = run(compose_run([*common, "method=lora", "seed=1"]))
+    assert first.status == second.status == "success"
+    assert len(passes) == 3  # base once, then each run's tuned model
+    assert first.representation_drift is not None and second.representation_drift is not None
+    cache.clear()
