@@ -29,9 +29,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 SWEEP = ["method=lora", "rank=2,4,8"]
 TARGET = 0.80
-# Columns a successful CPU run fills (GPU memory and MFU stay empty on a CPU: they do not apply).
+# Columns a successful CPU run of this sweep leaves empty because they do not apply: GPU memory, MFU
+# and the other processes' GPU use (CUDA only), the reference loss (causal LMs only), the zero-shot
+# score (train.eval_at_start only), compile time (train.compile only), git (outside a checkout).
 CPU_EMPTY = {"error", "peak_gpu_mem_bytes", "peak_gpu_reserved_bytes", "mfu", "stop_reason", "compile_time_s",
-             "git_sha", "git_dirty", "git_source"}
+             "git_sha", "git_dirty", "git_source", "gpu_other_mem_bytes", "gpu_util_pct", "ref_loss_delta",
+             "zero_shot_score"}
 
 
 def run_sweep(results_dir: Path, extra: list[str]) -> tuple[float, subprocess.CompletedProcess]:

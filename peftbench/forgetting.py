@@ -141,6 +141,11 @@ class Probe:
 
         def compute() -> tuple[list[dict[str, torch.Tensor]], str, torch.Tensor, float | None]:
             texts, label = reference_texts(self.cfg)
+            # Batched by length (the same order for the base and the tuned pass, which is all CKA
+            # needs): prose sentences vary a lot, and padding each batch to its longest would double
+            # the probe's cost.
+            lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=self.cfg.max_length)["input_ids"]]
+            texts = [t for _, t in sorted(zip(lengths, texts, strict=True), key=lambda pair: pair[0])]
             batches = [dict(tokenizer(texts[i: i + self.cfg.batch_size], truncation=True, padding=True,
                                       max_length=self.cfg.max_length, return_tensors="pt"))
                        for i in range(0, len(texts), self.cfg.batch_size)]
