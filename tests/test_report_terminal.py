@@ -47,6 +47,9 @@ def test_the_setting_shows_only_what_differs_from_the_methods_defaults():
     assert short_setting_label("lora", LORA_DEFAULTS.replace('"rank":8', '"rank":4'), 5e-4) == "rank=4"
     assert short_setting_label("lora", LORA_DEFAULTS, 1e-3) == "lr=0.001"
     assert short_setting_label("full", "{}", 5e-5) == "defaults"
+    # A bridged method: its label names the peft type already, so only the rest is shown.
+    assert short_setting_label("peft:loha", '{"options":{},"peft_type":"loha"}', 5e-4) == "defaults"
+    assert short_setting_label("peft:loha", '{"options":{"r":4},"peft_type":"LOHA"}', 1e-3) == 'options={"r":4} lr=0.001'
     assert short_setting_label("nosuch", '{"k":1}', 0.1) == "k=1 lr=0.1"  # no config file: everything shown
 
 

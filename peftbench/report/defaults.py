@@ -20,7 +20,11 @@ DEFAULTS_LABEL = "defaults"
 @functools.cache
 def method_defaults(method: str) -> dict[str, Any]:
     """The keys of ``method=<method>`` as shipped, interpolations of top-level keys resolved
-    (LoRA's ``rank: ${rank}`` is the default rank); empty for a method without a config file."""
+    (LoRA's ``rank: ${rank}`` is the default rank); empty for a method without a config file. A
+    bridged method's label (``peft:loha``) has the bridge's defaults with its own peft type, which
+    the label already names."""
+    if method.startswith("peft:"):
+        return {**method_defaults("peft"), "peft_type": method.partition(":")[2]}
     path = conf_dir() / "method" / f"{method}.yaml"
     if not method or not path.is_file():
         return {}
@@ -52,6 +56,8 @@ def short_setting_label(method: str, method_settings: str, lr: float | None) -> 
         return setting_label(method_settings, lr)
     if not isinstance(settings, dict):
         return setting_label(method_settings, lr)
+    if isinstance(settings.get("peft_type"), str):  # peft types are case-insensitive (LOHA is loha)
+        settings["peft_type"] = settings["peft_type"].lower()
     differing = {k: v for k, v in settings.items() if not (k in defaults and _same(v, defaults[k]))}
     if lr is not None and not (isinstance(lr, float) and math.isnan(lr)) and "lr" in defaults:
         lr = None if _same(float(lr), defaults["lr"]) else lr
