@@ -13,6 +13,9 @@ the method's name:
   reads ``merged - unmerged`` for each frozen 2-D weight held by a module that directly holds a
   trainable parameter (the wrapped layers), and unmerges. No snapshot is needed. On float16/bfloat16
   weights the merge rounds, and so does this difference.
+- A method with a prefix that cannot merge but whose layers compute their own update (QLoRA: merging
+  into 4-bit weights is refused, and its ``delta_weight()`` is ``s B A`` against the dequantized
+  base) gives its update layer by layer.
 - Other methods (adapters, prefix and prompt tuning) add modules instead of changing a weight
   matrix: they record nothing here.
 
@@ -58,6 +61,7 @@ class Snapshot:
     method: str
     names: list[str]
     folder: tempfile.TemporaryDirectory | None = None
+    from_layers: bool = False  # a non-mergeable method's layers give their own update (delta_weight)
 
     def base(self, name: str, like: torch.Tensor) -> torch.Tensor:
         """``W0`` of ``name``, read back from the folder; shape and dtype of ``like``, on the CPU."""
@@ -92,8 +96,10 @@ def update_matrix_names(model: nn.Module, method: str) -> list[str]:
     heads = tuple(f"{h}." for h in head_names(model))
     if spec.param_prefix is None:
         return [n for n, p in model.named_parameters() if p.requires_grad and p.ndim == 2 and not n.startswith(heads)]
-    if not spec.mergeable:
-        return []
+    if not spec.mergeable:  # QLoRA: its layers know their update (delta_weight), merging is refused
+        return [f"{name}.weight" for name, module in model.named_modules()
+                if callable(getattr(module, "delta_weight", None))
+                and any(p.requires_grad for p in module.parameters(recurse=False))]
     names = []
     for module_name, module in model.named_modules():
         own = dict(module.named_parameters(recurse=False))
@@ -110,8 +116,9 @@ def snapshot(model: nn.Module, method: str, cfg: SpectrumConfig) -> Snapshot | N
     names = update_matrix_names(model, method)
     if not names:
         return None
-    if methods.get_method(method).param_prefix is not None:
-        return Snapshot(method, names)
+    spec = methods.get_method(method)
+    if spec.param_prefix is not None:
+        return Snapshot(method, names, from_layers=not spec.mergeable)
     folder = tempfile.TemporaryDirectory(prefix="peftbench-w0-")
     params = dict(model.named_parameters())
     for name in names:  # one tensor at a time: the snapshot never holds a second copy in memory
@@ -137,6 +144,13 @@ def measure(model: nn.Module, snap: Snapshot | None, cfg: SpectrumConfig) -> Spe
 
 def update_deltas(model: nn.Module, snap: Snapshot) -> list[tuple[str, torch.Tensor]]:
     """``(name, W - W0)`` in float32 on the CPU, as stored, for each watched matrix."""
+    if snap.from_layers:
+        deltas = []
+        for name in snap.names:
+            layer = model.get_submodule(name.rpartition(".")[0])
+            delta = layer.delta_weight().detach().float().cpu()
+            deltas.append((name, delta.T if getattr(layer, "fan_in_fan_out", False) else delta))
+        return deltas
     params = dict(model.named_parameters())
     if snap.folder is not None:
         return [(n, params[n].detach().float().cpu() - snap.base(n, params[n])) for n in snap.names]

@@ -43,6 +43,24 @@ def test_lora_update_has_effective_rank_at_most_its_rank(rank):
         torch.testing.assert_close(p, weights_before[n])
 
 
+def test_qlora_which_cannot_merge_gives_its_update_layer_by_layer():
+    pytest.importorskip("bitsandbytes")
+    model = apply_method(tiny_models.bert().model(), "qlora", rank=2)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "qlora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    result = spectrum.measure(model, spectrum.snapshot(model, "qlora", SpectrumConfig()), SpectrumConfig())
+    assert [lay["name"].rsplit(".", 3)[-3:] for lay in result.layers] == [["self", "query", "weight"],
+                                                                          ["self", "value", "weight"]] * 2
+    for layer in result.layers:  # s B A: rank 2 at most, exactly LoRA's update on the 4-bit base
+        assert 0 < layer["effective_rank"] <= 2 + 1e-6 and len(layer["singular_values"]) == 2
+    query = model.get_submodule(result.layers[0]["name"].rpartition(".")[0])
+    expected = torch.linalg.svdvals(query.delta_weight().detach().float())[:2]
+    torch.testing.assert_close(torch.tensor(result.layers[0]["singular_values"]), expected, rtol=1e-4, atol=1e-6)
+
+
 def test_an_untrained_lora_has_no_update_and_adapters_are_not_measured():
     model = apply_method(tiny_models.bert().model(), "lora", rank=4)
     result = spectrum.measure(model, spectrum.snapshot(model, "lora", SpectrumConfig()), SpectrumConfig())
