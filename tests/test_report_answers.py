@@ -100,6 +100,22 @@ def test_the_end_of_sweep_table_marks_it_too():
     marked = [line for line in out.splitlines() if line.rstrip().endswith("success") and DID_NOT_LEARN_MARK in line]
     assert len(marked) == 2 and all(line.startswith("pfeiffer") for line in marked)
     assert "did not learn" in out and DID_NOT_LEARN_MARK not in format_sweep_table(DATA / "untied", "sweep-untied")
+    note = next(line for line in out.splitlines() if line.startswith(f"{DID_NOT_LEARN_MARK} did not learn"))
+    assert "pfeiffer (lr 0.0005)" in note and "hydra/sweeper=lr_search method=pfeiffer" in note
+
+
+def test_in_a_learning_rate_search_the_note_names_the_trials_and_suggests_no_search(tmp_path):
+    """A search's trials at too high a rate do not learn; the sweep already searched, so the note
+    names those rates and does not send the user to run the search they are running."""
+    runs = pd.read_csv(DATA / "tied" / "runs.csv", dtype=str, keep_default_na=False)
+    trials = runs[runs["method"] == "lora"].head(2).copy()
+    high = trials.copy()
+    high["lr"], high["score"], high["run_id"] = "3.5", high["baseline_score"], high["run_id"] + "x"
+    high["setting_key"] = high["setting_key"] + "x"
+    (tmp_path / "runs.csv").write_text(pd.concat([trials, high]).to_csv(index=False))
+    sweep = trials["sweep_id"].iloc[0]
+    note = next(line for line in format_sweep_table(tmp_path, sweep).splitlines() if "did not learn" in line)
+    assert "lora (lr 3.5)" in note and "lr_search" not in note and "its best trial is what counts" in note
 
 
 def test_rank_sweep_table_and_subspace_similarity():

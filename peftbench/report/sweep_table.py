@@ -161,10 +161,17 @@ def format_sweep_table(results_dir: str | os.PathLike[str], sweep_id: str) -> st
         listed = ", ".join(f"{name}: {n}" for name, n in reasons.items())
         parts.append(f"{STOPPED_MARK} stopped before its budget: {len(stopped)} run(s) ({listed})")
     if lost:
-        names = sorted({str(m) for m in runs.loc[runs["setting_key"].isin(lost).to_numpy(), "method"]})
+        lost_rows = runs[runs["setting_key"].isin(lost).to_numpy()]
+        names = sorted({str(m) for m in lost_rows["method"]})
+        # Named with their learning rates: in a learning-rate search only some trials fail to learn.
+        shown = ", ".join(f"{m} (lr {', '.join(sorted({_lr(v) for v in lost_rows.loc[lost_rows['method'] == m, 'lr']}))})"
+                          for m in names)
+        unsearched = [m for m in names if runs.loc[runs["method"] == m, "lr"].nunique() < 2]
+        advice = ("the learning rate or the budget is the likely cause, search one with "
+                  f"`{search_command(unsearched[0])}`") if unsearched else (
+                  "other learning rates of this sweep did better: its best trial is what counts")
         parts.append(f"{DID_NOT_LEARN_MARK} did not learn (score not distinguishable from the majority-class "
-                     f"baseline): {', '.join(names)}; the learning rate or the budget is the likely cause, search one "
-                     f"with `{search_command(names[0])}`")
+                     f"baseline): {shown}; {advice}")
     failed = failed_runs(runs)
     if not failed.empty:
         parts.append("Failed or cancelled:")
@@ -175,3 +182,7 @@ def format_sweep_table(results_dir: str | os.PathLike[str], sweep_id: str) -> st
                 f"{rec['status']}: {one_line(rec['error'], 200)}"
             )
     return "\n".join(parts) + "\n"
+
+
+def _lr(value: Any) -> str:
+    return "?" if missing(value) else f"{float(value):.3g}"
