@@ -35,7 +35,7 @@ import pandas as pd
 import yaml
 
 from peftbench.report import load_runs
-from peftbench.resources import conf_dir
+from peftbench.report.defaults import shipped_method_config
 
 __all__ = ["BestSetting", "best_settings", "describe", "find_searches", "main", "rerun_command"]
 
@@ -283,9 +283,8 @@ def _fallback_overrides(rec: dict[str, Any], config: dict[str, Any]) -> list[str
 def _rank_key(method: str) -> str:
     """``rank`` for a method whose shipped YAML follows the top-level rank (``rank: ${rank}``),
     else ``method.rank`` (VeRA's own rank, or a user's method this package does not ship)."""
-    path = conf_dir() / "method" / f"{method}.yaml"
     try:
-        shipped = yaml.safe_load(path.read_text()) or {}
+        shipped = shipped_method_config(method)
     except (OSError, yaml.YAMLError):
         return "method.rank"
     return "rank" if str(shipped.get("rank", "")).replace(" ", "") == "${rank}" else "method.rank"

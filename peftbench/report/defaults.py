@@ -18,6 +18,16 @@ DEFAULTS_LABEL = "defaults"
 
 
 @functools.cache
+def shipped_method_config(method: str) -> dict[str, Any]:
+    """``conf/method/<method>.yaml`` as shipped, interpolations unresolved (``rank: ${rank}``);
+    empty for a method without a config file."""
+    path = conf_dir() / "method" / f"{method}.yaml"
+    if not method or not path.is_file():
+        return {}
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+
+
+@functools.cache
 def method_defaults(method: str) -> dict[str, Any]:
     """The keys of ``method=<method>`` as shipped, interpolations of top-level keys resolved
     (LoRA's ``rank: ${rank}`` is the default rank); empty for a method without a config file. A
@@ -25,10 +35,9 @@ def method_defaults(method: str) -> dict[str, Any]:
     the label already names."""
     if method.startswith("peft:"):
         return {**method_defaults("peft"), "peft_type": method.partition(":")[2]}
-    path = conf_dir() / "method" / f"{method}.yaml"
-    if not method or not path.is_file():
+    shipped = shipped_method_config(method)
+    if not shipped:
         return {}
-    shipped = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     top = yaml.safe_load((conf_dir() / "config.yaml").read_text(encoding="utf-8")) or {}
     out = {}
     for key, value in shipped.items():
