@@ -103,6 +103,13 @@ def base_states(key: str | None, compute: Callable[[], Any]) -> Any:
     return _base_states[key]
 
 
+def base_states_memo(run: Any, device: torch.device) -> Callable[[Callable[[], Any]], Any]:
+    """The ``memo`` a run's forgetting probe takes (:meth:`~peftbench.forgetting.Probe.take_base`):
+    :func:`base_states` keyed when it is called, after the load, once the weights cache holds the
+    model. ``run``: the run's validated config (``model``, ``task``, ``forgetting``, ``seed``)."""
+    return lambda compute: base_states(probe_key(run.model, run.task, run.forgetting, device, run.seed), compute)
+
+
 def probe_key(cfg: ModelConfig, task: TaskConfig, forgetting: Any, device: torch.device, seed: int) -> str | None:
     """What decides the base model's reference states: its weights (:func:`model_key`, only when they
     come from the weights cache), the probe's settings and the device. A causal LM's reference loss

@@ -132,12 +132,7 @@ def run(cfg: DictConfig, sweep_id: str = "") -> RunRecord:
             memory.start()
         with stages("load"):
             probe = forgetting.Probe(checked.run.forgetting, checked.run.task.kind == "causal_lm", device)
-            run_cfg = checked.run  # the base model's reference states: once per process for the same base
-
-            def memo(compute):  # keyed after the load, when the weights cache holds this model
-                key = cache.probe_key(run_cfg.model, run_cfg.task, run_cfg.forgetting, device, run_cfg.seed)
-                return cache.base_states(key, compute)
-
+            memo = cache.base_states_memo(checked.run, device)  # once per process for the same base model
             model, tokenizer = build_model(checked, device, record,
                                            before_method=functools.partial(probe.take_base, memo=memo))
         with stages("data"):  # tokenised once per process for the same tokenizer and settings
