@@ -144,11 +144,11 @@ class Probe:
             # Batched by length (the same order for the base and the tuned pass, which is all CKA
             # needs): prose sentences vary a lot, and padding each batch to its longest would double
             # the probe's cost.
-            lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=self.cfg.max_length)["input_ids"]]
-            texts = [t for _, t in sorted(zip(lengths, texts, strict=True), key=lambda pair: pair[0])]
-            batches = [dict(tokenizer(texts[i: i + self.cfg.batch_size], truncation=True, padding=True,
-                                      max_length=self.cfg.max_length, return_tensors="pt"))
-                       for i in range(0, len(texts), self.cfg.batch_size)]
+            encoded = tokenizer(texts, truncation=True, max_length=self.cfg.max_length)  # tokenized once
+            order = sorted(range(len(texts)), key=lambda i: len(encoded["input_ids"][i]))
+            batches = [dict(tokenizer.pad({k: [encoded[k][i] for i in chunk] for k in encoded.keys()},
+                                          return_tensors="pt"))
+                       for chunk in (order[j: j + self.cfg.batch_size] for j in range(0, len(order), self.cfg.batch_size))]
             self.batches = batches
             return (batches, label, *self.states(model))
 
