@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import pickle
 
 import pytest
 import torch
@@ -130,6 +131,27 @@ def test_schedules_warm_up_linearly_then_follow_their_shape():
     assert linear[12] == pytest.approx(0.5)  # halfway through the 16 decay steps
     assert cosine[12] == pytest.approx(0.5) and cosine[8] == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
     assert linear[19] == pytest.approx(1 / 16) and constant[19] == 1.0
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "constant"])
+@pytest.mark.parametrize(("warmup", "total"), [(0, 1), (0, 17), (3, 17), (5, 5), (1, 150), (15, 150)])
+def test_schedules_equal_transformers_get_scheduler(schedule, warmup, total):
+    # Ours computes the multipliers itself (importing transformers.optimization cost seconds); they
+    # must be transformers' own, step for step, one past the end included.
+    from transformers import get_scheduler
+
+    name = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[schedule]
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    reference = get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total)
+    expected = [reference.lr_lambdas[0](step) for step in range(total + 2)]
+    ours = make_schedule(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), schedule, warmup, total)
+    assert [ours.lr_lambdas[0](step) for step in range(total + 2)] == pytest.approx(expected, abs=1e-12)
+    assert pickle.loads(pickle.dumps(ours.state_dict()))["base_lrs"] == [1.0]
+
+
+def test_unknown_schedule_is_refused():
+    with pytest.raises(ValueError, match="linear, cosine or constant"):
+        make_schedule(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), "cosine_with_restarts", 0, 5)
 
 
 def test_early_stopper_counts_evaluations_without_a_gain():
