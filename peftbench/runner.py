@@ -287,9 +287,24 @@ def train_loader(data: TaskData, tokenizer, checked: Validated,
 
 
 def eval_loader(dataset, data: TaskData, tokenizer, checked: Validated) -> torch.utils.data.DataLoader:
-    """Batches of an evaluation split, in order."""
+    """Batches of an evaluation split, in the split's order."""
     return torch.utils.data.DataLoader(dataset.with_format("python"), batch_size=checked.run.train.eval_batch_size,
                                        collate_fn=data.kind.collator(tokenizer))
+
+
+def longest_first(dataset) -> list[int]:
+    """The evaluation split's row indices by decreasing length (ties in the split's order): batches
+    of similar lengths pad little, and the longest batch, the memory peak, comes first."""
+    lengths = pyarrow.compute.list_value_length(dataset.with_format("arrow")["input_ids"]).to_pylist()
+    return sorted(range(len(lengths)), key=lambda i: -lengths[i])
+
+
+def in_split_order(values: list, order: list[int]) -> list:
+    """``values`` computed on the rows ``order`` picked, put back in the split's order."""
+    restored = [None] * len(order)
+    for value, row in zip(values, order, strict=True):
+        restored[row] = value
+    return restored
 
 
 @dataclass
@@ -425,10 +440,11 @@ class EarlyStopper:
 @torch.no_grad()
 def evaluate(model: nn.Module, tokenizer, data: TaskData, checked: Validated, device: torch.device,
              split: str | None = None) -> tuple[float, float, dict[str, float]]:
-    """Scores the evaluation split (or the extra evaluation ``split``); returns ``(score, evaluation
-    samples/s, every metric value)``."""
+    """Scores the evaluation split (or the extra evaluation ``split``) in batches of similar lengths,
+    longest first; returns ``(score, evaluation samples/s, every metric value)``."""
     dataset = data.eval if split is None else data.extra_evals[split]
-    loader = eval_loader(dataset, data, tokenizer, checked)
+    order = longest_first(dataset)  # each batch padded to its own length: about half the padding of the split's order
+    loader = eval_loader(dataset.select(order), data, tokenizer, checked)
     model.eval()
     predictions, references = [], []
     progress = Progress(len(loader), "eval")
@@ -442,6 +458,7 @@ def evaluate(model: nn.Module, tokenizer, data: TaskData, checked: Validated, de
     synchronize(device)
     elapsed = time.perf_counter() - started - (compiling() - compiled_before)  # compiling is not evaluating
     progress.close()
+    predictions, references = in_split_order(predictions, order), in_split_order(references, order)
     score, scores = data.score(predictions, references)
     return score, len(dataset) / elapsed, scores
 
