@@ -2,9 +2,10 @@
 
 A run's own wandb run is live (:mod:`peftbench.live`: started with the run, streamed during
 training) and is finished here with the record as its summary. A record without a live logger (a
-caller of :func:`save_record` outside the runner) is written to wandb after the fact from one
-background thread, one run at a time, in order; :func:`wait_for_sinks` (called by the sweep's
-summary, and at interpreter exit by ``concurrent.futures``) waits for those.
+caller of :func:`save_record` outside the runner) is written to wandb after the fact. Every wandb
+call, live or after the fact, runs on one background thread, in the order made (one run finished
+before the next one starts); :func:`wait_for_sinks` (called by the sweep's summary, and at
+interpreter exit by ``concurrent.futures``) waits for them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from peftbench.record import RunRecord, append_csv_row, write_json
@@ -35,7 +37,7 @@ def save_record(record: RunRecord, results_dir: Path, config: dict[str, Any], wa
         write_json(results_dir / "runs" / f"{record.run_id}.json", record)
         raise
     _guarded("json", record.run_id, lambda: write_json(results_dir / "runs" / f"{record.run_id}.json", record))
-    if logger is not None:  # the run's own live wandb run: finished here, before the next run starts one
+    if logger is not None:  # the run's own live wandb run: its finish queued before the next run's start
         _guarded("wandb", record.run_id, lambda: logger.finish(record))
     elif wandb_mode(wandb_cfg.get("mode", "auto")) != "disabled":
         _pending.append(_background().submit(
@@ -60,8 +62,17 @@ def _background() -> ThreadPoolExecutor:
     return _worker
 
 
+def in_background(call: Callable[[], None], wait_at_end: bool = False) -> None:
+    """Runs ``call`` on the one background thread, after every call handed over before it; with
+    ``wait_at_end``, :func:`wait_for_sinks` waits for it (the calls before it are done by then too)."""
+    future = _background().submit(call)
+    if wait_at_end:
+        _pending.append(future)
+
+
 def wait_for_sinks() -> None:
-    """Returns once every record handed to wandb after the fact so far is written (or its failure
-    warned about)."""
+    """Returns once every record handed to wandb so far is written and its wandb run finished (or
+    its failure warned about): the live runs' (:class:`peftbench.live.InBackground`) and those
+    written after the fact."""
     while _pending:
         _pending.pop(0).result()

@@ -1,7 +1,8 @@
 """The wandb sink: one wandb run per benchmark run, live from its start to its record.
 
-The run starts after the config is validated, before the model loads, so its wall time, system
-metrics (CPU, GPU, memory) and crash status are the benchmark run's own. Training values stream at
+The run's start is handed to the background thread (:class:`peftbench.live.InBackground`) after
+the config is validated, before the model loads, so its wall time, system metrics (CPU, GPU,
+memory) and crash status are the benchmark run's own, and the run does not wait for it. Training values stream at
 ``train.log_every``, evaluations as they happen; at the end the record goes to the summary.
 Any wandb error is a warning, after which this run logs nothing more.
 """

@@ -5,10 +5,12 @@ Offline runs are read back from their ``.wandb`` transaction log."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from peftbench import runner
+from peftbench.sinks import wait_for_sinks
 from tests.test_models import compose_run, one_torch_thread  # noqa: F401 (autouse)
 from tests.wandb_log import _nested, _records_once_complete, history_rows
 
@@ -44,6 +47,7 @@ def test_an_offline_run_streams_while_it_trains(tiny_bert_dir, offline, monkeypa
     cfg = compose_run([f"model.name={tiny_bert_dir}", f"results_dir={results}", "wandb.mode=offline", *FAST])
     record = runner.run(cfg, sweep_id="sw1")
     assert record.status == "success", record.error
+    wait_for_sinks()  # wandb's calls run on the sinks' background thread
     records = _records_once_complete(_wandb_file(results, record.run_id))
     kinds = [r.WhichOneof("record_type") for r in records]
 
@@ -108,6 +112,7 @@ def test_wandb_failing_at_start_or_mid_run_is_a_warning(tiny_bert_dir, offline, 
     cfg = compose_run([f"model.name={tiny_bert_dir}", f"results_dir={offline / 'a'}", "wandb.mode=offline", *FAST])
     with pytest.warns(UserWarning, match="wandb did not start .* goes on without it: RuntimeError: no wandb today"):
         record = runner.run(cfg)
+        wait_for_sinks()  # the start failed on the background thread
     assert record.status == "success", record.error
 
     broken = BrokenRun()
@@ -115,11 +120,46 @@ def test_wandb_failing_at_start_or_mid_run_is_a_warning(tiny_bert_dir, offline, 
     cfg = compose_run([f"model.name={tiny_bert_dir}", f"results_dir={offline / 'b'}", "wandb.mode=offline", *FAST])
     with pytest.warns(UserWarning, match=r"wandb failed \(log\) .* goes on without wandb: ConnectionError"):
         record = runner.run(cfg)
+        wait_for_sinks()
     assert record.status == "success", record.error
     assert broken.logged == 1  # after the first failure nothing more is sent...
     assert broken.finished == [0] and broken.summary["score"] == record.score  # ...but the run is closed
     rows = list(csv.DictReader(open(offline / "b" / "runs.csv")))
     assert [r["status"] for r in rows] == ["success"]
+
+
+class RecordingRun(BrokenRun):
+    """A wandb run that keeps what it was sent, and on which thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows, self.threads = [], set()
+
+    def log(self, values, step=None) -> None:
+        self.threads.add(threading.current_thread().name)
+        self.rows.append((step, dict(values)))
+
+
+def test_the_run_does_not_wait_for_wandb_and_wandb_gets_everything_in_order(tiny_bert_dir, offline, monkeypatch):
+    import wandb
+
+    run = RecordingRun()
+
+    def slow_init(**kwargs):  # an online start over a slow network
+        time.sleep(3.0)
+        return run
+
+    monkeypatch.setattr(wandb, "init", slow_init)
+    cfg = compose_run([f"model.name={tiny_bert_dir}", f"results_dir={offline}", "wandb.mode=online", *FAST])
+    record = runner.run(cfg)
+    assert record.status == "success", record.error
+    assert json.loads(record.stage_times_s)["setup"] < 2.0  # the 3 s start was not waited for
+    wait_for_sinks()
+    assert run.finished == [0] and run.summary["score"] == record.score and run.summary["run_id"] == record.run_id
+    steps = [step for step, _ in run.rows]
+    assert steps == sorted(steps) and [s for s, v in run.rows if "train/loss" in v] == [2, 4, 6]
+    assert [s for s, v in run.rows if "eval/accuracy" in v] == [0, 3, 6]
+    assert run.threads and not any(name == threading.main_thread().name for name in run.threads)
 
 
 def test_sigterm_records_the_run_as_cancelled_and_fails_its_wandb_run(tiny_bert_dir, offline):
