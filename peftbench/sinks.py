@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 from peftbench.record import RunRecord, append_csv_row, write_json
