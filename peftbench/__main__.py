@@ -72,6 +72,10 @@ def hydra_main(cfg: DictConfig) -> float | None:
         return float(done["score"]) if done.get("score") else None
     with sigterm_as_interrupt():  # a terminated run is recorded as cancelled, as Ctrl-C
         record = run(cfg, sweep_id)
+    if os.getpid() != _CLI_PID:  # a launcher's worker (joblib, Ray, submitit): the job ends with its wandb
+        from peftbench.sinks import wait_for_sinks
+
+        wait_for_sinks()  # run finished, so the sweep's summary, in another process, comes after it
     if world_from_env()[1] != 0:  # rank 0 speaks for a run on several processes (a failed one exited already)
         return sweep_objective(record.score) if multirun else record.score
     if not multirun and record.status != "success":
@@ -237,7 +241,12 @@ def print_job_config(args: list[str]) -> int:
     return 0
 
 
+_CLI_PID: int | None = None  # the process that ran main(): its sinks are waited for at its exit
+
+
 def main() -> None:
+    global _CLI_PID
+    _CLI_PID = os.getpid()
     args = hydra_argv(sys.argv[1:])
     message = check_override_keys(args) or check_results_dir_override(args)
     if message:
