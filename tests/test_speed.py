@@ -127,6 +127,39 @@ def test_cached_sweep_equals_runs_in_separate_processes(tiny_bert_dir, tmp_path)
         assert row["precision"] == "fp32" and row["compile_time_s"] == ""
 
 
+def test_evaluation_batches_by_length_and_scores_in_the_split_order(tiny_bert_dir, fresh_cache, monkeypatch):
+    from peftbench import runner
+    from peftbench.config import validate
+    from peftbench.record import RunRecord
+    from peftbench.tasks import load_task
+    from tests.test_models import compose_run
+
+    checked = validate(compose_run([f"model.name={tiny_bert_dir}", "train.eval_size=60", "train.eval_batch_size=8",
+                                    "wandb.mode=disabled"]))
+    cpu = torch.device("cpu")
+    model, tokenizer = runner.build_model(checked, cpu, RunRecord())
+    data = cache.load_task(checked.run.task, checked.run.model, tokenizer, checked.run.train, checked.run.eval_on,
+                           loader=load_task)
+    widths, scored = [], []
+    model.register_forward_pre_hook(lambda module, args, kwargs: widths.append(kwargs["input_ids"].shape[1]),
+                                    with_kwargs=True)
+    score = data.score
+    monkeypatch.setattr(data, "score", lambda predictions, references: (scored.append((predictions, references)),
+                                                                         score(predictions, references))[1])
+    result, _, _ = runner.evaluate(model, tokenizer, data, checked, cpu)
+
+    lengths = [len(ids) for ids in data.eval["input_ids"]]
+    assert len(set(lengths)) > 2 and widths == sorted(widths, reverse=True) and widths[0] == max(lengths)
+    in_order = list(runner.eval_loader(data.eval, data, tokenizer, checked))
+    assert sum(w * 8 for w in widths) < sum(b["input_ids"].numel() for b in in_order)  # less padding
+    predictions, references = scored[0]
+    assert references == [int(v) for v in data.eval["labels"]]  # scored in the split's order
+    model.eval()
+    with torch.no_grad():  # each example alone, unpadded, in the split's order
+        alone = [int(model(input_ids=torch.tensor([ids])).logits.argmax(-1)) for ids in data.eval["input_ids"]]
+    assert predictions == alone and result == score(alone, references)[0]
+
+
 def test_stage_timer_adds_up_repeated_stages_and_times_a_failed_one():
     ticks = iter([0.0, 1.0, 1.0, 3.5, 10.0, 10.25])
     stages = StageTimer(clock=lambda: next(ticks))
