@@ -279,8 +279,7 @@ def train_loader(data: TaskData, tokenizer, checked: Validated,
                  dist: distributed.Distributed | None = None) -> torch.utils.data.DataLoader:
     """The training batches of the run's budget, in the seed's order (:class:`BatchPlan`); its
     ``len`` is the budget's optimizer steps. With ``dist``, this rank's share of each batch."""
-    lengths = pyarrow.compute.list_value_length(data.train.with_format("arrow")["input_ids"]).to_pylist()
-    plan = BatchPlan(lengths, checked.run.train.batch_size, *checked.budget, seed=checked.run.seed)
+    plan = BatchPlan(row_lengths(data.train), checked.run.train.batch_size, *checked.budget, seed=checked.run.seed)
     sampler = dist.shard(plan) if dist is not None else plan
     return torch.utils.data.DataLoader(data.train.with_format("python"), batch_sampler=sampler,
                                        collate_fn=data.kind.collator(tokenizer))
@@ -292,10 +291,15 @@ def eval_loader(dataset, data: TaskData, tokenizer, checked: Validated) -> torch
                                        collate_fn=data.kind.collator(tokenizer))
 
 
+def row_lengths(dataset) -> list[int]:
+    """The token count of each row of a tokenised split, read from its Arrow column."""
+    return pyarrow.compute.list_value_length(dataset.with_format("arrow")["input_ids"]).to_pylist()
+
+
 def longest_first(dataset) -> list[int]:
     """The evaluation split's row indices by decreasing length (ties in the split's order): batches
     of similar lengths pad little, and the longest batch, the memory peak, comes first."""
-    lengths = pyarrow.compute.list_value_length(dataset.with_format("arrow")["input_ids"]).to_pylist()
+    lengths = row_lengths(dataset)
     return sorted(range(len(lengths)), key=lambda i: -lengths[i])
 
 
