@@ -57,17 +57,17 @@ def start_logger(record: RunRecord, config: dict[str, Any], results_dir: Path) -
     wandb_cfg = config.get("wandb") or {}
     if wandb_mode(str(wandb_cfg.get("mode", "auto"))) == "disabled":
         return NullLogger()
-    return InBackground(lambda: _start_wandb(record.run_id, copy.deepcopy(record), copy.deepcopy(config),
-                                             results_dir))
+    record, config = copy.deepcopy(record), copy.deepcopy(config)  # as they are now, for the thread
+    return InBackground(lambda: _start_wandb(record, config, results_dir))
 
 
-def _start_wandb(run_id: str, record: RunRecord, config: dict[str, Any], results_dir: Path) -> RunLogger:
+def _start_wandb(record: RunRecord, config: dict[str, Any], results_dir: Path) -> RunLogger:
     try:
         from peftbench.wandb_live import WandbLogger
 
         return WandbLogger.start(record, config, results_dir)
     except Exception as err:  # wandb is a convenience; the CSV row is what must not be lost
-        warnings.warn(f"peftbench: wandb did not start for run {run_id}, the run goes on without it: "
+        warnings.warn(f"peftbench: wandb did not start for run {record.run_id}, the run goes on without it: "
                       f"{type(err).__name__}: {err}", stacklevel=2)
         return NullLogger()
 

@@ -10,6 +10,7 @@ interpreter exit by ``concurrent.futures``) waits for them.
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from collections.abc import Callable
@@ -40,8 +41,8 @@ def save_record(record: RunRecord, results_dir: Path, config: dict[str, Any], wa
     if logger is not None:  # the run's own live wandb run: its finish queued before the next run's start
         _guarded("wandb", record.run_id, lambda: logger.finish(record))
     elif wandb_mode(wandb_cfg.get("mode", "auto")) != "disabled":
-        _pending.append(_background().submit(
-            _guarded, "wandb", record.run_id, lambda: log_to_wandb(record, config, wandb_cfg, results_dir)))
+        write = functools.partial(log_to_wandb, record, config, wandb_cfg, results_dir)
+        in_background(lambda: _guarded("wandb", record.run_id, write), wait_at_end=True)
 
 
 def _guarded(sink: str, run_id: str, call) -> None:
