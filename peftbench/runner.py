@@ -39,7 +39,7 @@ from peftbench.api import (
 )
 from peftbench.baseline import majority_baseline
 from peftbench.budget import BatchPlan
-from peftbench.config import RECIPE_KEYS, Validated, check_results_dir, validate
+from peftbench.config import RECIPE_KEYS, SCHEDULES, Validated, check_results_dir, validate
 from peftbench.contention import Contention, ContentionMeter
 from peftbench.errors import ConfigError
 from peftbench.live import NullLogger, RunLogger, start_logger
@@ -405,8 +405,8 @@ def make_schedule(optimizer: torch.optim.Optimizer, schedule: str, warmup_steps:
     ``linear``, ``cosine`` and ``constant_with_warmup`` (``tests/test_budget.py`` holds them
     equal), computed here because importing ``transformers.optimization`` took 2.5 s of a sweep's
     first run."""
-    if schedule not in ("linear", "cosine", "constant"):
-        raise ValueError(f"unknown schedule {schedule!r}: linear, cosine or constant")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}: {', '.join(SCHEDULES[:-1])} or {SCHEDULES[-1]}")
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, functools.partial(lr_multiplier, schedule, warmup_steps, total_steps))
 
