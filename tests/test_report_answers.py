@@ -118,6 +118,25 @@ def test_in_a_learning_rate_search_the_note_names_the_trials_and_suggests_no_sea
     assert "lora (lr 3.5)" in note and "lr_search" not in note and "its best trial is what counts" in note
 
 
+def test_the_note_on_a_bridged_recipe_that_did_not_learn_searches_that_recipe(tmp_path):
+    """``method=loha`` rows are labelled ``peft:loha``; the sweep table's advice and the summary's both
+    name ``method=loha``, whose options (and schedule) are the ones that ran."""
+    import json
+
+    runs = pd.read_csv(DATA / "tied" / "runs.csv", dtype=str, keep_default_na=False)
+    lost = runs[runs["method"] == "pfeiffer"].copy()
+    lost["method"] = "peft:loha"
+    lost["method_settings"] = json.dumps({"options": {"alpha": 16, "r": 8, "target_modules": None},
+                                          "peft_type": "loha"})
+    (tmp_path / "runs.csv").write_text(lost.to_csv(index=False))
+    note = next(line for line in format_sweep_table(tmp_path, lost["sweep_id"].iloc[0]).splitlines()
+                if "did not learn" in line)
+    assert note.endswith("`python -m peftbench -m hydra/sweeper=lr_search method=loha`")
+    summary = [line for _, lines in build_report(tmp_path).which for line in lines if "did not learn" in line]
+    assert summary and all(line.endswith("search one: `python -m peftbench -m hydra/sweeper=lr_search method=loha`.")
+                           for line in summary)
+
+
 def test_rank_sweep_table_and_subspace_similarity():
     report = build_report(DATA / "tied")
     runs = pd.read_csv(DATA / "tied" / "runs.csv", dtype=str, keep_default_na=False)
@@ -190,3 +209,20 @@ def test_the_search_command_of_a_bridged_method_names_its_peft_type():
 
     assert search_command("lora").endswith("hydra/sweeper=lr_search method=lora")
     assert search_command("peft:loha").endswith("method=peft method.peft_type=loha")
+
+
+def test_the_search_command_of_a_bridged_recipe_names_the_recipe_that_ran():
+    """``method=loha`` records ``peft:loha`` with the recipe's options; searching ``method=peft
+    method.peft_type=loha`` would search peft's defaults (another alpha, schedule and starting rate)."""
+    import json
+
+    from peftbench.report.answers import search_command
+
+    recipe = json.dumps({"options": {"alpha": 16, "r": 8, "target_modules": None}, "peft_type": "loha"})
+    assert search_command("peft:loha", recipe).endswith("hydra/sweeper=lr_search method=loha")
+    assert search_command("peft:lokr", recipe.replace("loha", "lokr")).endswith("method=lokr")
+    other = json.dumps({"options": {"alpha": 32, "r": 8, "target_modules": None}, "peft_type": "loha"})
+    assert search_command("peft:loha", other).endswith("method=peft method.peft_type=loha")
+    assert search_command("peft:loha", json.dumps({"options": {}, "peft_type": "loha"})).endswith(
+        "method=peft method.peft_type=loha")
+    assert search_command("peft:loha", "not json").endswith("method=peft method.peft_type=loha")

@@ -50,6 +50,10 @@ def test_the_setting_shows_only_what_differs_from_the_methods_defaults():
     # A bridged method: its label names the peft type already, so only the rest is shown.
     assert short_setting_label("peft:loha", '{"options":{},"peft_type":"loha"}', 5e-4) == "defaults"
     assert short_setting_label("peft:loha", '{"options":{"r":4},"peft_type":"LOHA"}', 1e-3) == 'options={"r":4} lr=0.001'
+    # A bridged run with a shipped recipe's options (method=loha) is named by that recipe.
+    loha = '{"options":{"alpha":16,"r":8,"target_modules":null},"peft_type":"loha"}'
+    assert short_setting_label("peft:loha", loha, 1e-4) == "method=loha"
+    assert short_setting_label("peft:loha", loha, 1e-3) == "method=loha lr=0.001"
     assert short_setting_label("nosuch", '{"k":1}', 0.1) == "k=1 lr=0.1"  # no config file: everything shown
 
 

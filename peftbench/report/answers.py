@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from peftbench.report.defaults import DEFAULTS_LABEL, display_setting
+from peftbench.report.defaults import DEFAULTS_LABEL, bridge_recipe, display_setting
 from peftbench.report.groups import COMPARE_KEYS, floats
 from peftbench.report.stats import ALPHA, pareto_front, significance
 
@@ -52,11 +52,14 @@ TIME_TO_FRACTION = 0.95
 SEARCH_COMMAND = "python -m peftbench -m hydra/sweeper=lr_search method={method}"
 
 
-def search_command(method: str) -> str:
-    """The learning-rate search command for a ``method`` column value (``peft:loha`` is the bridge)."""
+def search_command(method: str, method_settings: str | None = None) -> str:
+    """The learning-rate search command for a ``method`` column value (``peft:loha`` is the bridge):
+    a bridged run whose options are a shipped recipe's (``method=loha``) is searched with that recipe,
+    any other with ``method=peft method.peft_type=<type>``."""
     bridged, _, peft_type = method.partition(":")
     if peft_type:
-        return SEARCH_COMMAND.format(method=f"{bridged} method.peft_type={peft_type}")
+        recipe = bridge_recipe(peft_type, method_settings)
+        return SEARCH_COMMAND.format(method=recipe or f"{bridged} method.peft_type={peft_type}")
     return SEARCH_COMMAND.format(method=method)
 
 EXTRA_COLUMNS = (

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from peftbench.report.groups import setting_label
-from peftbench.resources import conf_dir
+from peftbench.resources import conf_dir, config_group
 
 DEFAULTS_LABEL = "defaults"
 """The short label of a setting that is exactly its method's defaults."""
@@ -49,6 +49,26 @@ def method_defaults(method: str) -> dict[str, Any]:
     return out
 
 
+def bridge_recipe(peft_type: str, method_settings: str | None) -> str | None:
+    """The shipped recipe (``conf/method/loha.yaml``: ``method=loha``) whose peft type and options are
+    the ones a bridged run recorded in ``method_settings``, so that advice names the setting that ran;
+    None when no recipe has them (the run was ``method=peft method.peft_type=...`` with other options)."""
+    try:
+        settings = json.loads(method_settings or "{}")
+    except ValueError:
+        return None
+    if not isinstance(settings, dict):
+        return None
+    for name in config_group("method"):
+        shipped = shipped_method_config(name)
+        if name == "peft" or not isinstance(shipped.get("peft_type"), str):
+            continue
+        if shipped["peft_type"].lower() == peft_type.lower() and (shipped.get("options") or {}) == (
+                settings.get("options") or {}):
+            return name
+    return None
+
+
 def _same(value: Any, default: Any) -> bool:
     if isinstance(value, (int, float)) and isinstance(default, (int, float)) and not isinstance(value, bool):
         return math.isclose(float(value), float(default), rel_tol=1e-9)
@@ -67,10 +87,17 @@ def short_setting_label(method: str, method_settings: str, lr: float | None) -> 
         return setting_label(method_settings, lr)
     if isinstance(settings.get("peft_type"), str):  # peft types are case-insensitive (LOHA is loha)
         settings["peft_type"] = settings["peft_type"].lower()
+    # A bridged run with a shipped recipe's options (``method=loha``) is labelled by that recipe and
+    # what differs from it: ``method=loha``, ``method=loha lr=0.001``.
+    recipe = bridge_recipe(method.partition(":")[2], method_settings) if method.startswith("peft:") else None
+    if recipe:
+        defaults = method_defaults(recipe)
     differing = {k: v for k, v in settings.items() if not (k in defaults and _same(v, defaults[k]))}
     if lr is not None and not (isinstance(lr, float) and math.isnan(lr)) and "lr" in defaults:
         lr = None if _same(float(lr), defaults["lr"]) else lr
     label = setting_label(json.dumps(differing), lr)
+    if recipe:
+        return f"method={recipe}" + ("" if label == "-" else f" {label}")
     return DEFAULTS_LABEL if label == "-" else label
 
 

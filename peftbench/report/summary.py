@@ -160,7 +160,7 @@ def _not_learned(sub: pd.DataFrame) -> list[str]:
         lines.append(
             f"{DID_NOT_LEARN_MARK} {label(rec)} did not learn: {_g(rec['score_mean'])} against the majority-class "
             f"baseline {_g(rec['baseline_score'])}{p}. The learning rate or the budget is the likely cause; "
-            f"search one: `{search_command(rec['method'])}`.")
+            f"search one: `{search_command(rec['method'], rec.get('method_settings'))}`.")
     return lines
 
 

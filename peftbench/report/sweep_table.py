@@ -168,7 +168,7 @@ def format_sweep_table(results_dir: str | os.PathLike[str], sweep_id: str) -> st
                           for m in names)
         unsearched = [m for m in names if runs.loc[runs["method"] == m, "lr"].nunique() < 2]
         advice = ("the learning rate or the budget is the likely cause, search one with "
-                  f"`{search_command(unsearched[0])}`") if unsearched else (
+                  f"`{search_command(unsearched[0], _settings_of(lost_rows, unsearched[0]))}`") if unsearched else (
                   "other learning rates of this sweep did better: its best trial is what counts")
         parts.append(f"{DID_NOT_LEARN_MARK} did not learn (score not distinguishable from the majority-class "
                      f"baseline): {shown}; {advice}")
@@ -186,3 +186,9 @@ def format_sweep_table(results_dir: str | os.PathLike[str], sweep_id: str) -> st
 
 def _lr(value: Any) -> str:
     return "?" if missing(value) else f"{float(value):.3g}"
+
+
+def _settings_of(rows: pd.DataFrame, method: str) -> str | None:
+    """The ``method_settings`` of ``method``'s first row (where the search advice should start from)."""
+    cells = rows.loc[rows["method"] == method, "method_settings"] if "method_settings" in rows else []
+    return None if len(cells) == 0 or missing(cells.iloc[0]) else str(cells.iloc[0])
