@@ -118,6 +118,18 @@ def test_in_a_learning_rate_search_the_note_names_the_trials_and_suggests_no_sea
     assert "lora (lr 3.5)" in note and "lr_search" not in note and "its best trial is what counts" in note
 
 
+def test_when_no_trial_of_a_search_learned_the_note_does_not_say_others_did_better(tmp_path):
+    runs = pd.read_csv(DATA / "tied" / "runs.csv", dtype=str, keep_default_na=False)
+    trials = runs[runs["method"] == "lora"].head(2).copy()
+    trials["lr"], trials["score"] = ["3.5", "7.0"], trials["baseline_score"]
+    trials["setting_key"] = trials["setting_key"] + pd.Series(["a", "b"], index=trials.index)
+    (tmp_path / "runs.csv").write_text(trials.to_csv(index=False))
+    note = next(line for line in format_sweep_table(tmp_path, trials["sweep_id"].iloc[0]).splitlines()
+                if "did not learn" in line)
+    assert "lora (lr 3.5, 7)" in note and "did better" not in note and "lr_search" not in note
+    assert "lora learned at none of the learning rates this sweep tried" in note
+
+
 def test_the_note_on_a_bridged_recipe_that_did_not_learn_searches_that_recipe(tmp_path):
     """``method=loha`` rows are labelled ``peft:loha``; the sweep table's advice and the summary's both
     name ``method=loha``, whose options (and schedule) are the ones that ran."""

@@ -167,11 +167,20 @@ def format_sweep_table(results_dir: str | os.PathLike[str], sweep_id: str) -> st
         shown = ", ".join(f"{m} (lr {', '.join(sorted({_lr(v) for v in lost_rows.loc[lost_rows['method'] == m, 'lr']}))})"
                           for m in names)
         unsearched = [m for m in names if runs.loc[runs["method"] == m, "lr"].nunique() < 2]
-        advice = ("the learning rate or the budget is the likely cause, search one with "
-                  f"`{search_command(unsearched[0], _settings_of(lost_rows, unsearched[0]))}`") if unsearched else (
-                  "other learning rates of this sweep did better: its best trial is what counts")
+        learned = runs[(runs["status"] == "success").to_numpy() & ~runs["setting_key"].isin(lost).to_numpy()]
+        searched = [m for m in names if m not in unsearched]
+        hopeless = [m for m in searched if not (learned["method"] == m).any()]
+        advice = []
+        if unsearched:
+            advice.append("the learning rate or the budget is the likely cause, search one with "
+                          f"`{search_command(unsearched[0], _settings_of(lost_rows, unsearched[0]))}`")
+        if len(hopeless) < len(searched):
+            advice.append("other learning rates of this sweep did better: its best trial is what counts")
+        if hopeless:
+            advice.append(f"{', '.join(hopeless)} learned at none of the learning rates this sweep tried: more "
+                          "trials, a wider range (hydra.sweeper.params) or a larger budget may find one")
         parts.append(f"{DID_NOT_LEARN_MARK} did not learn (score not distinguishable from the majority-class "
-                     f"baseline): {shown}; {advice}")
+                     f"baseline): {shown}; {'; '.join(advice)}")
     failed = failed_runs(runs)
     if not failed.empty:
         parts.append("Failed or cancelled:")
