@@ -31,11 +31,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
 from peftbench.report import load_runs
-from peftbench.report.defaults import shipped_method_config
+from peftbench.report.answers import did_not_learn
+from peftbench.report.defaults import bridge_recipe, shipped_method_config
 
 __all__ = ["BestSetting", "best_settings", "describe", "find_searches", "main", "rerun_command"]
 
@@ -63,6 +65,7 @@ class BestSetting:
         overrides: The rerun's overrides, without seeds and ``-m`` (see :func:`rerun_command`).
         complete: False when the search's Hydra folder was not found: ``overrides`` then holds only
             what ``runs.csv`` records (method, learning rate, rank), not the search's other overrides.
+        baseline: The best trial's majority-class baseline score (NaN where the task has none).
     """
 
     model: str
@@ -77,6 +80,13 @@ class BestSetting:
     params: dict[str, Any]
     overrides: list[str]
     complete: bool = True
+    baseline: float = math.nan
+
+    @property
+    def did_not_learn(self) -> bool:
+        """The best trial's score is not distinguishable from its majority-class baseline (one run:
+        within :data:`~peftbench.report.answers.DID_NOT_LEARN_MARGIN`), so no trial learned."""
+        return did_not_learn(np.array([self.score]), self.baseline)[0]
 
 
 def sweep_dir_name(sweep_id: str) -> str:
@@ -216,7 +226,8 @@ def best_settings(
         ValueError: If no search was found, or a named search has no rows.
     """
     runs = load_runs(results_dir, columns=["run_id", "sweep_id", "status", "model", "task", "method", "seed",
-                                           "rank", "lr", "score", "metric", "config_json"])
+                                           "rank", "lr", "score", "metric", "config_json",
+                                           "baseline_score"])
     known = find_searches(results_dir) | {Path(d).name: Path(d) for d in sweep_dirs}
     wanted = list(searches) if searches is not None else list(known)
     if not wanted:
@@ -259,6 +270,7 @@ def best_settings(
                 model=key[0], task=key[1], method=key[2], metric=rec["metric"], score=float(rec["score"]),
                 sweep_id=rec["sweep_id"], run_id=rec["run_id"], n_trials=counts[key][0], n_failed=counts[key][1],
                 params=params, overrides=overrides, complete=complete,
+                baseline=float(rec["baseline_score"]) if not pd.isna(rec["baseline_score"]) else math.nan,
             )
         )
     return out
@@ -266,13 +278,16 @@ def best_settings(
 
 def _fallback_overrides(rec: dict[str, Any], config: dict[str, Any]) -> list[str]:
     """The overrides a row alone can give when its search's Hydra folder is gone: the method (the
-    config group's name: ``method=peft method.peft_type=loha`` for a row labelled ``peft:loha``),
+    config group's name: ``method=peft method.peft_type=loha`` for a row labelled ``peft:loha``, or
+    ``method=loha`` when its options are that shipped recipe's),
     the learning rate, and the method's own rank where it has one (``method.rank=``: VeRA's rank is
     not the top-level ``rank``)."""
     method = config.get("method") if isinstance(config.get("method"), dict) else {}
     name = str(method.get("name") or rec["method"])
-    overrides = [f"method={name}"]
-    if name == "peft" and method.get("peft_type"):
+    recipe = bridge_recipe(str(method.get("peft_type") or ""), json.dumps(
+        {"options": method.get("options")})) if name == "peft" else None
+    overrides = [f"method={recipe or name}"]
+    if name == "peft" and method.get("peft_type") and not recipe:
         overrides.append(f"method.peft_type={method['peft_type']}")
     overrides.append(f"train.lr={override_value(float(rec['lr']))}")
     if not pd.isna(rec["rank"]):
@@ -304,11 +319,17 @@ def rerun_command(best: BestSetting, seeds: str = "0,1,2") -> list[str]:
 
 
 def describe(best: BestSetting) -> str:
-    """One comment line: which trial won, its searched values and its score."""
+    """One comment line: which trial won, its searched values and its score; and, when even that trial
+    did not learn, that rerunning it over seeds will not help."""
     chosen = ", ".join(f"{k}={override_value(v)}" for k, v in best.params.items())
-    return (f"# {best.method} on {best.task} ({best.model}): best of {best.n_trials} trial(s) "
+    line = (f"# {best.method} on {best.task} ({best.model}): best of {best.n_trials} trial(s) "
             f"({best.n_failed} failed) in search {best.sweep_id}: {chosen}, "
             f"{best.metric or 'score'} {best.score:.4f} in the search (run {best.run_id})")
+    if best.did_not_learn:
+        line += (f"; it did not learn (the majority-class baseline scores {best.baseline:.4f}), nor did any other "
+                 "trial: search more trials or a wider range (hydra.sweeper.params), or give it a larger "
+                 "budget, before rerunning it")
+    return line
 
 
 def _parser() -> argparse.ArgumentParser:

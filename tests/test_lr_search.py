@@ -107,7 +107,9 @@ def test_without_the_search_folder_the_rerun_names_the_method_group_and_its_own_
 
     rows = [("vera", {"name": "vera", "rank": 256}, 256, 0.71),
             ("peft:loha", {"name": "peft", "peft_type": "LOHA", "options": {"r": 8}}, None, 0.69),
-            ("lora", {"name": "lora", "rank": 4}, 4, 0.72)]
+            ("lora", {"name": "lora", "rank": 4}, 4, 0.72),
+            ("peft:lokr", {"name": "peft", "peft_type": "lokr",
+                           "options": {"r": 8, "alpha": 16, "target_modules": None}}, None, 0.70)]
     for i, (label, method, rank, score) in enumerate(rows):
         record = RunRecord(run_id=f"r{i}", sweep_id="s1", status="success", model="m", task="t", method=label,
                            seed=0, rank=rank, lr=0.002, score=score, metric="accuracy",
@@ -118,3 +120,21 @@ def test_without_the_search_folder_the_rerun_names_the_method_group_and_its_own_
     assert found["vera"].overrides == ["method=vera", "train.lr=0.002", "method.rank=256"]
     assert found["peft:loha"].overrides == ["method=peft", "method.peft_type=LOHA", "train.lr=0.002"]
     assert found["lora"].overrides == ["method=lora", "train.lr=0.002", "rank=4"]  # LoRA follows the top-level rank
+    assert found["peft:lokr"].overrides == ["method=lokr", "train.lr=0.002"]  # the shipped recipe's options
+
+
+def test_a_search_whose_best_trial_did_not_learn_says_so(tmp_path):
+    import json
+
+    from peftbench.record import RunRecord, append_csv_row
+
+    for i, (method, score) in enumerate([("ia3", 0.556), ("ia3", 0.552), ("lora", 0.71)]):
+        record = RunRecord(run_id=f"r{i}", sweep_id="s1", status="success", model="m", task="t", method=method,
+                           seed=0, lr=0.002 * (i + 1), score=score, metric="accuracy", baseline_score=0.5535,
+                           config_json=json.dumps({"method": {"name": method}, "train": {"lr": 0.002}}))
+        append_csv_row(tmp_path / "runs.csv", record.to_row())
+    found = {s.method: s for s in best.best_settings(tmp_path, searches=["s1"])}
+    assert found["ia3"].did_not_learn and not found["lora"].did_not_learn
+    assert "it did not learn (the majority-class baseline scores 0.5535), nor did any other trial" in best.describe(
+        found["ia3"])
+    assert "did not learn" not in best.describe(found["lora"])
