@@ -32,6 +32,9 @@ TARGET = 0.80
 # Columns a successful CPU run of this sweep leaves empty because they do not apply: GPU memory, MFU
 # and the other processes' GPU use (CUDA only), the reference loss (causal LMs only), the zero-shot
 # score (train.eval_at_start only), compile time (train.compile only), git (outside a checkout).
+# The stages that measure the trained model, after its training loop: what every run must spend
+# whatever the start-up costs.
+AFTER_TRAINING = ("evaluate", "latency", "record", "answers")
 CPU_EMPTY = {"error", "peak_gpu_mem_bytes", "peak_gpu_reserved_bytes", "mfu", "stop_reason", "compile_time_s",
              "git_sha", "git_dirty", "git_source", "gpu_other_mem_bytes", "gpu_util_pct", "ref_loss_delta",
              "zero_shot_score"}
@@ -52,7 +55,12 @@ def summarize(rows: list[dict[str, str]], wall_s: float) -> dict:
     stages = [json.loads(r["stage_times_s"]) if r["stage_times_s"] else {} for r in rows]
     in_stages = sum(sum(s.values()) for s in stages)
     unfilled = sorted({c for r in rows for c, v in r.items() if v == "" and c not in CPU_EMPTY})
+    after_s = sum(s.get(k, 0.0) for s in stages for k in AFTER_TRAINING)
     return {
+        "after_training_s": after_s,
+        # The share if nothing but the training loops and the measurements after them took time (no
+        # start-up, load, data or sinks): what these measurements alone allow.
+        "ceiling": train_s / (train_s + after_s) if train_s + after_s > 0 else 0.0,
         "wall_s": wall_s, "train_s": train_s, "share": train_s / wall_s if wall_s > 0 else 0.0,
         "runs": len(rows), "statuses": [r["status"] for r in rows], "stage_times_s": stages,
         "outside_stages_s": wall_s - in_stages, "unfilled_columns": unfilled, "target": TARGET,
@@ -65,6 +73,8 @@ def report(summary: dict) -> str:
     for i, stages in enumerate(summary["stage_times_s"], start=1):
         lines.append(f"run {i} stages (s): " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()))
     lines.append(f"outside any run's stages (start-up, imports, sinks, summary): {summary['outside_stages_s']:.1f} s")
+    lines.append(f"measurements after training ({', '.join(AFTER_TRAINING)}): {summary['after_training_s']:.1f} s "
+                 f"in all; with nothing else taking time the share would be {summary['ceiling']:.3f}")
     lines.append("columns left empty that a CPU run fills: " + (", ".join(summary["unfilled_columns"]) or "none"))
     share = summary["share"]
     lines.append(f"training share sum(train_time_s) / wall: {share:.3f}  "
