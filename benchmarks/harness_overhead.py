@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--method", default="lora")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--model", help="model.name to use instead of the default benchmark's (a local folder)")
     parser.add_argument("--wandb", choices=("disabled", "offline"), default="disabled",
                         help="offline: peftbench's loop logs to a live offline wandb run, as a real run does")
     args = parser.parse_args()
@@ -74,7 +75,8 @@ def main() -> None:
 
     warmup = 5
     cfg, checked = compose_run([f"method={args.method}", f"train.steps={args.steps}", f"device={args.device}",
-                                f"train.measure_warmup_steps={warmup}", f"wandb.mode={args.wandb}"])
+                                f"train.measure_warmup_steps={warmup}", f"wandb.mode={args.wandb}",
+                                *([f"model.name={args.model}"] if args.model else [])])
     config = OmegaConf.to_container(cfg, resolve=True)
     wandb_dir = Path(tempfile.mkdtemp(prefix="harness-overhead-"))
     device = runner.pick_device(checked.run.device)
