@@ -47,6 +47,7 @@ SECTIONS = ("cuda_tests", "parity", "qlora_memory", "harness", "mfu", "memory")
 METHODS = ("lora", "ia3", "dora", "qlora")
 LLAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 MFU_GOAL = 0.40
+GRACE_S = 60.0  # how long past --budget-s a measurement may run before it is stopped
 
 # Ours and peft's settings of each method, the same adapted modules both ways.
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -254,6 +255,7 @@ class Suite:
         self.started = time.perf_counter()
         self.figures: list[dict[str, Any]] = []
         self.steps: dict[tuple[str, str, bool], dict[str, Any]] = {}
+        self.header: dict[str, Any] = {}
 
     def figure(self, section: str, name: str, value: Any = None, unit: str = "", bar: str = "",
                met: bool | None = None, status: str = "ok", detail: Any = None) -> None:
@@ -263,9 +265,33 @@ class Suite:
         verdict = "" if met is None else ("  met" if met else "  NOT met")
         text = f"{status}: {detail}" if status != "ok" else f"{shown} {unit}".strip()
         print(f"[{section}] {name}: {text}" + (f"  (bar: {bar}){verdict}" if bar else ""), flush=True)
+        self.save(complete=False)
+
+    def results(self, complete: bool) -> dict[str, Any]:
+        return {**self.header, "wall_s": time.perf_counter() - self.started, "complete": complete,
+                "figures": self.figures}
+
+    def save(self, complete: bool) -> None:
+        """Writes the results file; after every figure too (``complete`` false), so that a suite
+        stopped from outside (a machine's time limit) still leaves what it measured."""
+        if not self.header:
+            return
+        self.args.out.parent.mkdir(parents=True, exist_ok=True)
+        self.args.out.write_text(json.dumps(self.results(complete), indent=1, default=str), encoding="utf-8")
 
     def out_of_time(self) -> bool:
         return time.perf_counter() - self.started > self.args.budget_s
+
+    def call(self, command: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
+        """Runs a measurement's process, stopped :data:`GRACE_S` after the suite's budget is spent (a
+        compile or a test that hangs must not take the figures already measured with it)."""
+        limit = max(GRACE_S, self.args.budget_s + GRACE_S - (time.perf_counter() - self.started))
+        try:
+            return subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=limit, **kwargs)
+        except subprocess.TimeoutExpired as err:
+            out = err.stdout.decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
+            return subprocess.CompletedProcess(command, 124, out, f"stopped after {limit:.0f} s: past the suite's "
+                                               f"budget (--budget-s {self.args.budget_s:.0f})")
 
     def worker(self, kind: str, *extra: str, compile_: bool = False) -> dict[str, Any]:
         a = self.args
@@ -274,7 +300,7 @@ class Suite:
                    "--seq", str(a.seq), "--batch", str(a.batch), "--steps", str(a.steps), "--warmup", str(a.warmup),
                    "--scratch", str(a.scratch), *(["--compile"] if compile_ else [])]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
-        proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO)
+        proc = self.call(command, env=env)
         if proc.returncode:
             return {"failed": (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit {proc.returncode}"]}
         return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -289,8 +315,8 @@ class Suite:
 
     def cuda_tests(self) -> None:
         files = cuda_test_files()
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-rs", "-p", "no:cacheprovider",
-                               *map(str, files)], capture_output=True, text=True, cwd=REPO)
+        proc = self.call([sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-rs", "-p", "no:cacheprovider",
+                          *map(str, files)])
         lines = [line for line in proc.stdout.strip().splitlines() if line.strip()]
         summary = lines[-1] if lines else proc.stderr.strip()[-200:]
         # On a GPU every CUDA test must run: a skip there hides what the suite is for.
@@ -338,9 +364,8 @@ class Suite:
                             "saved_bytes": lora["peak_alloc_bytes"] - qlora["peak_alloc_bytes"]})
 
     def harness(self) -> None:
-        proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "harness_overhead.py"), "--device",
-                               self.args.device, *(["--model", self.args.default_model] if self.args.default_model
-                                                   else [])], capture_output=True, text=True, cwd=REPO)
+        proc = self.call([sys.executable, str(REPO / "benchmarks" / "harness_overhead.py"), "--device",
+                          self.args.device, *(["--model", self.args.default_model] if self.args.default_model else [])])
         found = re.search(r"ratio peftbench / bare \(medians\): ([0-9.]+)", proc.stdout)
         if found:
             ratio = float(found.group(1))
@@ -396,6 +421,12 @@ class Suite:
             self.args.default_model, model_note = default_model(self.args.scratch)
         elif self.args.default_model:
             model_note = f"model.name={self.args.default_model} (--default-model)"
+        self.header = {
+            "suite": "peftbench GPU suite", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
+            "cuda_available": torch.cuda.is_available(), "torch": torch.__version__, "size": self.args.size,
+            "seq": self.args.seq, "batch": self.args.batch, "default_benchmark_model": model_note,
+        }
         for section in sections:
             if not cuda and not self.args.allow_cpu:
                 self.figure(section, section, status="skipped", detail="no CUDA device on this machine")
@@ -404,14 +435,8 @@ class Suite:
                 self.figure(section, section, status="skipped", detail="out of the suite's time budget")
                 continue
             getattr(self, section)()
-        return {
-            "suite": "peftbench GPU suite", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
-            "cuda_available": torch.cuda.is_available(), "torch": torch.__version__, "size": self.args.size,
-            "seq": self.args.seq, "batch": self.args.batch, "wall_s": time.perf_counter() - self.started,
-            "default_benchmark_model": model_note,
-            "figures": self.figures,
-        }
+        self.save(complete=True)
+        return self.results(complete=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -446,8 +471,6 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(WORKERS[kind](*rest, args)))
         return 0
     results = Suite(args).run(list(args.only or SECTIONS))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
     print(f"results: {args.out} ({len(results['figures'])} figures, {results['wall_s']:.0f} s)")
     return 0
 

@@ -151,3 +151,18 @@ def test_the_script_refuses_a_deps_folder_without_wheels(tmp_path):
     proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_suite.sh"), "--deps", str(tmp_path)],
                           capture_output=True, text=True, env=_env(), timeout=120)
     assert proc.returncode == 2 and "has no wheels/ folder" in proc.stderr
+
+
+def test_a_measurement_past_the_budget_is_stopped_and_every_figure_is_saved_as_it_comes(tmp_path, monkeypatch):
+    """A hanging compile or test must not cost the figures measured before it: each process is
+    stopped GRACE_S past the budget, and the results file is rewritten after every figure."""
+    gpu_suite = _gpu_suite()
+    monkeypatch.setattr(gpu_suite, "GRACE_S", 0.5)
+    out = tmp_path / "r.json"
+    suite = gpu_suite.Suite(gpu_suite.parse_args(["--budget-s", "0", "--out", str(out)]))
+    suite.header = {"suite": "test"}
+    proc = suite.call([sys.executable, "-c", "import time; time.sleep(30)"])
+    assert proc.returncode == 124 and "past the suite's budget" in proc.stderr
+    suite.figure("harness", "one figure", 1.0, "x", ">= 0.97", True)
+    saved = json.loads(out.read_text())
+    assert saved["complete"] is False and [f["name"] for f in saved["figures"]] == ["one figure"]
