@@ -49,6 +49,18 @@ def method_defaults(method: str) -> dict[str, Any]:
     return out
 
 
+@functools.cache
+def _bridge_recipes() -> tuple[tuple[str, str, str], ...]:
+    """``(name, peft type, options as JSON)`` of each shipped recipe of the peft bridge (``loha``...)."""
+    recipes = []
+    for name in config_group("method"):
+        shipped = shipped_method_config(name)
+        if name != "peft" and isinstance(shipped.get("peft_type"), str):
+            recipes.append((name, shipped["peft_type"].lower(), json.dumps(shipped.get("options") or {}, sort_keys=True)))
+    return tuple(recipes)
+
+
+@functools.lru_cache(maxsize=4096)
 def bridge_recipe(peft_type: str, method_settings: str | None) -> str | None:
     """The shipped recipe (``conf/method/loha.yaml``: ``method=loha``) whose peft type and options are
     the ones a bridged run recorded in ``method_settings``, so that advice names the setting that ran;
@@ -59,14 +71,9 @@ def bridge_recipe(peft_type: str, method_settings: str | None) -> str | None:
         return None
     if not isinstance(settings, dict):
         return None
-    for name in config_group("method"):
-        shipped = shipped_method_config(name)
-        if name == "peft" or not isinstance(shipped.get("peft_type"), str):
-            continue
-        if shipped["peft_type"].lower() == peft_type.lower() and (shipped.get("options") or {}) == (
-                settings.get("options") or {}):
-            return name
-    return None
+    options = json.dumps(settings.get("options") or {}, sort_keys=True)
+    return next((name for name, kind, shipped in _bridge_recipes() if kind == peft_type.lower() and shipped == options),
+                None)
 
 
 def _same(value: Any, default: Any) -> bool:
