@@ -18,6 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 install=1
+help=0
 deps=""
 [[ -d .gpudeps/wheels ]] && deps=.gpudeps
 args=()
@@ -26,7 +27,7 @@ while [[ $# -gt 0 ]]; do
     --skip-install) install=0 ;;
     --deps) deps="$2"; shift ;;
     --deps=*) deps="${1#--deps=}" ;;
-    -h|--help) sed -n '2,17p' "$0"; exec python benchmarks/gpu_suite.py --help ;;
+    -h|--help) help=1 ;;
     *) args+=("$1") ;;
   esac
   shift
@@ -39,6 +40,7 @@ for candidate in python python3; do
   fi
 done
 [[ -n $py ]] || { echo "gpu_suite: neither python nor python3 here imports torch" >&2; exit 2; }
+if [[ $help == 1 ]]; then sed -n '2,17p' "$0"; exec "$py" benchmarks/gpu_suite.py --help; fi
 
 if [[ $install == 1 && -n $deps ]]; then
   [[ -d $deps/wheels ]] || { echo "gpu_suite: --deps $deps has no wheels/ folder (python benchmarks/gpu_deps.py makes it)" >&2; exit 2; }
