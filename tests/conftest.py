@@ -42,6 +42,17 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
     return path
 
 
+def benchmark_module(name: str):
+    """``benchmarks/<name>.py`` as a module (the scripts import their neighbour ``_common``)."""
+    import importlib
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+
+
 def run_cli(args: list[str], cwd: Path, timeout: int = 600, env: dict[str, str] | None = None
             ) -> subprocess.CompletedProcess:
     """Runs ``python -m peftbench ARGS`` as a user would, offline, and returns the finished process."""

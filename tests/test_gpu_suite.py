@@ -11,19 +11,9 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import REPO
+from tests.conftest import REPO, benchmark_module
 
 SUITE = REPO / "benchmarks" / "gpu_suite.py"
-
-
-def _gpu_suite():
-    """benchmarks/gpu_suite.py as a module (it imports its neighbour _common)."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import gpu_suite
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
-    return gpu_suite
 
 
 def _env():
@@ -63,7 +53,7 @@ def test_each_parity_method_adapts_the_same_modules_ours_and_peft(method):
     if method == "qlora":
         pytest.importorskip("bitsandbytes")
     pytest.importorskip("peft")
-    gpu_suite = _gpu_suite()
+    gpu_suite = benchmark_module("gpu_suite")
     cpu = torch.device("cpu")
     ours, theirs = (gpu_suite.build_model(impl, method, "tiny", cpu) for impl in ("ours", "peft"))
 
@@ -102,22 +92,13 @@ def test_parity_section_runs_ours_and_peft_on_a_tiny_llama_on_the_cpu(tmp_path):
         assert figures["qlora"]["status"] in ("skipped", "failed")
 
 
-def _load(name: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_a_slimmed_wheel_drops_only_the_chosen_files_and_still_installs(tmp_path):
     """gpu_deps.py cuts bitsandbytes and the MiniLM package down for the GPU machine: the dropped
     files leave the archive and its RECORD, a note says what went, and pip installs the result."""
     import re
     import zipfile
 
-    gpu_deps = _load("gpu_deps")
+    gpu_deps = benchmark_module("gpu_deps")
     wheel = tmp_path / "demo-1.0-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as zf:
         zf.writestr("demo/__init__.py", "X = 1\n")
@@ -141,7 +122,7 @@ def test_a_slimmed_wheel_drops_only_the_chosen_files_and_still_installs(tmp_path
 
 
 def test_the_cuda_tests_section_runs_the_files_that_hold_cuda_tests():
-    gpu_suite = _gpu_suite()
+    gpu_suite = benchmark_module("gpu_suite")
     files = {p.name for p in gpu_suite.cuda_test_files()}
     assert {"test_measure.py", "test_qlora.py", "test_sweeps.py"} <= files
     assert "test_wandb_live.py" not in files  # no CUDA test there: its imports need not work on the GPU machine
@@ -156,7 +137,7 @@ def test_the_script_refuses_a_deps_folder_without_wheels(tmp_path):
 def test_a_measurement_past_the_budget_is_stopped_and_every_figure_is_saved_as_it_comes(tmp_path, monkeypatch):
     """A hanging compile or test must not cost the figures measured before it: each process is
     stopped GRACE_S past the budget, and the results file is rewritten after every figure."""
-    gpu_suite = _gpu_suite()
+    gpu_suite = benchmark_module("gpu_suite")
     monkeypatch.setattr(gpu_suite, "GRACE_S", 0.5)
     out = tmp_path / "r.json"
     suite = gpu_suite.Suite(gpu_suite.parse_args(["--budget-s", "0", "--out", str(out)]))

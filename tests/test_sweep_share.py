@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import benchmark_module
 
-_spec = importlib.util.spec_from_file_location("sweep_share", REPO / "benchmarks" / "sweep_share.py")
-sweep_share = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(sweep_share)
+sweep_share = benchmark_module("sweep_share")
 
 
 def _row(train_s: float, stages: dict[str, float]) -> dict[str, str]:
