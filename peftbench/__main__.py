@@ -1,12 +1,23 @@
-"""``python -m peftbench [key=value ...] [-m]``: one run, or a sweep with ``-m``."""
+"""``python -m peftbench [key=value ...] [-m]``: one run, or a sweep with ``-m``.
 
+``python -m peftbench report ...`` and ``python -m peftbench best ...`` run the report and the
+search's rerun instead (:mod:`peftbench.commands`), before Hydra and torch are imported.
+"""
+
+# ruff: noqa: E402  (the sub-commands are handed over before this module's heavy imports)
 from __future__ import annotations
+
+import sys
+
+if __name__ == "__main__":
+    from peftbench.commands import run_subcommand
+
+    run_subcommand(sys.argv[1:])  # exits when the first argument names a sub-command
 
 import difflib
 import json
 import math
 import os
-import sys
 import textwrap
 from dataclasses import fields
 from pathlib import Path

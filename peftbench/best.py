@@ -332,9 +332,9 @@ def describe(best: BestSetting) -> str:
     return line
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = "python -m peftbench.best") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m peftbench.best",
+        prog=prog,
         description="Print (or run) the command that reruns the best setting of each method found by "
         "learning-rate searches (hydra/sweeper=lr_search) over several seeds.",
     )
@@ -346,17 +346,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Runs ``python -m peftbench.best``.
+def main(argv: Sequence[str] | None = None, prog: str = "python -m peftbench.best") -> int:
+    """Runs ``python -m peftbench.best`` (also ``peftbench best``).
 
     Args:
         argv: Arguments without the program name; None reads ``sys.argv``.
+        prog: The command's name in its usage and help.
 
     Returns:
         0 on success, 1 when there is no runs file or a rerun failed, 2 on a usage error or when no
         search has a successful trial.
     """
-    args = _parser().parse_args(argv)
+    args = _parser(prog).parse_args(argv)
     if not re.fullmatch(r"\d+(,\d+)*", args.seeds):
         print(f"peftbench.best: --seeds must be comma-separated integers, got {args.seeds!r}", file=sys.stderr)
         return 2

@@ -23,9 +23,9 @@ _EXTENSIONS = {
 }
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = "peftbench-report") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="peftbench-report",
+        prog=prog,
         description="Compare PEFT methods from the runs recorded in RESULTS_DIR/runs.csv.",
     )
     parser.add_argument(
@@ -64,16 +64,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the ``peftbench-report`` command line.
+def main(argv: Sequence[str] | None = None, prog: str = "peftbench-report") -> int:
+    """Runs the ``peftbench-report`` command line (also ``peftbench report``).
 
     Args:
         argv: Arguments without the program name; ``None`` reads ``sys.argv``.
+        prog: The command's name in its usage and help.
 
     Returns:
         The exit status: 0 on success, 1 when there is no runs file, 2 on a usage error.
     """
-    parser = _parser()
+    parser = _parser(prog)
     args = parser.parse_args(argv)
     if args.wandb_workspace:
         if not args.sweep or len(args.sweep) != 1:
