@@ -224,10 +224,12 @@ def rank_sweeps(table: pd.DataFrame, runs: pd.DataFrame | None = None, results_d
 
     Returns one dict per sweep: ``key`` (model, task, budget unit, budget), ``method``, ``rows`` (per
     rank: rank, n_seeds, score_mean, score_ci_low, score_ci_high, vs_best and p_vs_best within the
-    sweep, update_effective_rank, update_stable_rank), ``best_rank``, ``smallest_tied_rank`` (the
-    smallest rank that is the best or not distinguishable from it by the Welch test; None with fewer
-    than 2 seeds) and ``similarity`` (Hu et al.'s subspace similarity between ranks, see
-    :func:`subspace_similarity`, where the runs' JSON files hold singular vectors).
+    sweep, update_effective_rank, update_stable_rank, and did_not_learn where the table has it),
+    ``best_rank``, ``smallest_tied_rank`` (the smallest rank that is the best or not distinguishable
+    from it by the Welch test, among the ranks that learned (:func:`did_not_learn`); None with fewer
+    than 2 seeds, or when the best rank did not learn) and ``similarity`` (Hu et al.'s subspace
+    similarity between ranks, see :func:`subspace_similarity`, where the runs' JSON files hold
+    singular vectors).
     """
     sweeps = []
     for key, sub in groups(table):
@@ -241,13 +243,17 @@ def rank_sweeps(table: pd.DataFrame, runs: pd.DataFrame | None = None, results_d
             tested = significance(rows.drop(columns=["score_ci_low", "score_ci_high", "vs_best", "p_vs_best"],
                                             errors="ignore")).sort_values("rank", kind="mergesort")
             keep = [c for c in ("rank", "n_seeds", "score_mean", "score_ci_low", "score_ci_high", "vs_best",
-                                "p_vs_best", "update_effective_rank", "update_stable_rank", "setting_key")
+                                "p_vs_best", "update_effective_rank", "update_stable_rank", "setting_key",
+                                "did_not_learn")
                     if c in tested.columns]
             records = tested[keep].to_dict("records")
-            good = [r["rank"] for r in records if r["vs_best"] in ("best", "tied")]
-            best = [r["rank"] for r in records if r["vs_best"] == "best"]
+            best = [r for r in records if r["vs_best"] == "best"]
+            # A rank that did not learn is never the one to pick, however the Welch test ties it;
+            # nor is any rank tied with a best rank that did not learn.
+            good = [] if any(is_marked(r.get("did_not_learn")) for r in best) else [
+                r["rank"] for r in records if r["vs_best"] in ("best", "tied") and not is_marked(r.get("did_not_learn"))]
             sweeps.append({
-                "key": key, "method": method, "rows": records, "best_rank": best[0] if best else None,
+                "key": key, "method": method, "rows": records, "best_rank": best[0]["rank"] if best else None,
                 "smallest_tied_rank": min(good) if good else None,
                 "similarity": subspace_similarity(records, runs, results_dir),
             })

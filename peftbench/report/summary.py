@@ -77,9 +77,11 @@ def which_method(table: pd.DataFrame, sweeps: list[dict[str, Any]] | None = None
         if order:
             ranking = ", ".join(f"{name} ({drift:.4f})" for name, drift in order)
             lines.append(f"Forgetting, least to most representation drift on the reference text: {ranking}.")
-        fronts = pareto_fronts(sub)
-        if fronts and len(sub) > 1:
-            lines.append("Compute efficiency, the settings no other beats on score for less: " + "; ".join(
+        learned = sub[[_learned(r) for r in sub.to_dict("records")]]
+        fronts = pareto_fronts(learned)  # a setting that did not learn is no bargain, however cheap
+        if fronts and len(learned) > 1:
+            among = "the settings" if len(learned) == len(sub) else "among the settings that learned, those"
+            lines.append(f"Compute efficiency, {among} no other beats on score for less: " + "; ".join(
                 f"{name}: {', '.join(names)}" for name, names in fronts.items()) + ".")
         busy = [label(r) for r in sub.to_dict("records") if is_marked(r.get("contended"))]
         if busy:
@@ -89,24 +91,59 @@ def which_method(table: pd.DataFrame, sweeps: list[dict[str, Any]] | None = None
     return out
 
 
+def _learned(rec: dict[str, Any]) -> bool:
+    return not is_marked(rec.get("did_not_learn"))
+
+
+def _nothing_learned(records: list[dict[str, Any]]) -> str:
+    baselines = sorted({_g(r.get("baseline_score")) for r in records if not missing(r.get("baseline_score"))})
+    return (f"No setting learned: every score is within {DID_NOT_LEARN_MARGIN:g} of the majority-class baseline "
+            f"({', '.join(baselines)}) and not distinguishable from it ({DID_NOT_LEARN_MARK} below), so none is "
+            "recommended. The learning rate or the budget is the likely cause.")
+
+
 def _best_and_cheapest(sub: pd.DataFrame) -> list[str]:
     records = sub.to_dict("records")
     metric = str(records[0].get("metric") or "score")
+    if not any(_learned(r) for r in records):
+        return [_nothing_learned(records)]
     best = [r for r in records if r.get("vs_best") == "best"]
     if not best:
         top = max(records, key=lambda r: -math.inf if missing(r["score_mean"]) else r["score_mean"])
+        if not _learned(top):
+            return [f"With fewer than 2 seeds per setting, ties cannot be judged; the highest {metric}, "
+                    f"{label(top)}'s {_g(top['score_mean'])}, did not learn ({DID_NOT_LEARN_MARK} below), so none "
+                    "is recommended (run seed=0,1,2 to test the others)."]
         return [f"With fewer than 2 seeds per setting, ties cannot be judged: the highest {metric} is "
                 f"{label(top)}'s {_g(top['score_mean'])} (one seed; run seed=0,1,2 to test)."]
     best = best[0]
-    lines = [f"Best: {label(best)}, {metric} {_g(best['score_mean'])} ({_ci(best)}, {best['n_seeds']} seeds)."]
-    tied = [r for r in records if r.get("vs_best") == "tied"]
     untested = [label(r) for r in records if r.get("vs_best") == "n/a"]
-    if not tied:
+    if not _learned(best):
+        lines = [f"No recommendation: the highest {metric} with 2+ seeds, {label(best)}'s {_g(best['score_mean'])} "
+                 f"({_ci(best)}), did not learn ({DID_NOT_LEARN_MARK} below), and no setting is tested against one "
+                 "that learned."]
+        return lines + ([f"Not tested (one seed): {', '.join(untested)}."] if untested else [])
+    lines = [f"Best: {label(best)}, {metric} {_g(best['score_mean'])} ({_ci(best)}, {best['n_seeds']} seeds)."]
+    tied = [r for r in records if r.get("vs_best") == "tied" and _learned(r)]
+    tied_lost = [r for r in records if r.get("vs_best") == "tied" and not _learned(r)]
+    worse = [r for r in records if r.get("vs_best") == "worse"]
+    if len(records) == 1:
+        lines.append("It is the only setting compared.")
+    elif not (tied or tied_lost or worse):
+        lines.append("It is the only setting with 2+ seeds: no other is compared with it.")
+    elif not tied and not tied_lost:
         lines.append(f"No other setting is tied with it: every other setting with 2+ seeds scored below it "
                      f"(Welch test, p < {ALPHA:g}).")
+    elif not tied:
+        lines.append("No other setting that learned is tied with it.")
     else:
         names = ", ".join(f"{label(r)} ({_g(r['score_mean'])}, p={float(r['p_vs_best']):.2g})" for r in tied)
         lines.append(f"Tied with it (not distinguishable by the Welch test, p >= {ALPHA:g}): {names}.")
+    if tied_lost:
+        names = ", ".join(f"{label(r)} ({_g(r['score_mean'])}, p={float(r['p_vs_best']):.2g})" for r in tied_lost)
+        lines.append(f"Not distinguishable from it by the Welch test, but left out because they did not learn "
+                     f"({DID_NOT_LEARN_MARK} below): {names}.")
+    if tied:
         pool = [best, *tied]
         for what, column, text in (("fewest trainable parameters", "trainable_params", human_count),
                                    ("least peak memory", "peak_mem_bytes", human_bytes)):
@@ -139,6 +176,13 @@ def _least(records: list[dict[str, Any]], column: str, highest: bool = False) ->
 
 def _rank_sentence(sweep: dict[str, Any]) -> str:
     ranks = ", ".join(str(r["rank"]) for r in sweep["rows"])
+    lost = [r["rank"] for r in sweep["rows"] if is_marked(r.get("did_not_learn"))]
+    if len(lost) == len(sweep["rows"]):
+        return (f"{sweep['method']} ranks {ranks}: no rank learned ({DID_NOT_LEARN_MARK} below), so no rank is "
+                "recommended.")
+    if sweep["best_rank"] in lost:
+        return (f"{sweep['method']} ranks {ranks}: the highest-scoring rank, r={sweep['best_rank']}, did not learn "
+                f"({DID_NOT_LEARN_MARK} below), so no rank is recommended.")
     smallest = sweep["smallest_tied_rank"]
     if smallest is None:
         return f"{sweep['method']} ranks {ranks}: with fewer than 2 seeds per rank the smallest rank tied with the best cannot be judged."
@@ -194,7 +238,8 @@ def rank_rows(sweep: dict[str, Any]) -> list[list[str]]:
         verdict = str(r.get("vs_best") or "")
         if verdict in ("tied", "worse") and not missing(r.get("p_vs_best")):
             verdict += f" (p={float(r['p_vs_best']):.2g})"
-        rows.append([sweep["method"], str(r["rank"]), str(r["n_seeds"]), _g(r["score_mean"]), ci, verdict,
+        mark = DID_NOT_LEARN_MARK if is_marked(r.get("did_not_learn")) else ""
+        rows.append([sweep["method"], str(r["rank"]), str(r["n_seeds"]), _g(r["score_mean"]) + mark, ci, verdict,
                      _g(r.get("update_effective_rank"), 2), _g(r.get("update_stable_rank"), 2)])
     return rows
 

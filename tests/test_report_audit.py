@@ -1,0 +1,132 @@
+"""The report audit's findings: what "Which method?" recommends, intervals in range, filters that match
+nothing, the failed-runs table, the end-of-sweep advice and the command line's messages."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from peftbench.report import build_report, rank_sweeps, render
+from peftbench.report.answers import DID_NOT_LEARN_MARK
+from tests.test_report_data import make_run, write_runs
+
+BASELINE = 0.5535
+
+
+def _run(method: str, seed: int, score: float, key: str, **overrides) -> dict:
+    """A run of a short budget whose majority-class baseline is known (so the answers are drawn)."""
+    return make_run(method=method, seed=seed, score=score, setting_key=key, baseline_score=BASELINE, cpu_util=0.9,
+                    load_avg_1m_end=1.0, cpu_count=4, budget_unit="steps", budget=20, **overrides)
+
+
+def _lora(rank: int, seed: int, score: float) -> dict:
+    return _run("lora", seed, score, f"r{rank}", rank=rank, method_settings=json.dumps({"rank": rank}),
+                trainable_params=100 * rank)
+
+
+def _mixed(tmp_path: Path) -> Path:
+    """full (noisy, best), lora (noisy, learned, tied with full) and ia3 (at the baseline, the fewest
+    parameters, and tied with full by the Welch test because full's seeds are so far apart)."""
+    return write_runs(tmp_path / "mixed", [
+        _run("full", 0, 0.60, "f"), _run("full", 1, 0.90, "f"),
+        _run("lora", 0, 0.56, "l", rank=8, trainable_params=1000), _run("lora", 1, 0.70, "l", rank=8, trainable_params=1000),
+        _run("ia3", 0, 0.5535, "i", trainable_params=100), _run("ia3", 1, 0.5559, "i", trainable_params=100),
+    ]).parent
+
+
+def _which_lines(report) -> list[str]:
+    ((_, lines),) = report.which
+    return lines
+
+
+def _summary_in(fmt: str, report) -> str:
+    """The "Which method?" part of one rendering, as plain text."""
+    out = render(report, fmt, **({"plots": {}} if fmt == "html" else {}))
+    start = out.index("Which method?")
+    end = out.index("Budget: 20 steps", start)
+    text = out[start:end]
+    return html.unescape(re.sub(r"<[^>]+>", " ", text)) if fmt == "html" else text
+
+
+@pytest.mark.parametrize("fmt", ["text", "markdown", "html"])
+def test_a_setting_that_did_not_learn_is_never_tied_with_the_best_or_the_cheapest(tmp_path, fmt):
+    report = build_report(_mixed(tmp_path))
+    table = report.table.set_index("method")
+    assert table.loc["ia3", "did_not_learn"] and table.loc["ia3", "vs_best"] == "tied"  # the trap is set
+    summary = " ".join(_summary_in(fmt, report).split())
+    tied = re.search(r"Tied with it [^.]*\(not distinguishable[^:]*: (.*?)\)\. ", summary)
+    assert tied and "lora" in tied.group(1) and "ia3" not in tied.group(1)
+    cheapest = re.search(r"the fewest trainable parameters: (\w+)", summary)
+    assert cheapest and cheapest.group(1) == "lora"
+    assert "ia3" not in " ".join(re.findall(r"Among those[^.]*\.", summary))
+    assert re.search(r"left out because they did not learn \(⊘ below\): ia3", summary)
+
+
+@pytest.mark.parametrize("fmt", ["text", "markdown", "html"])
+def test_when_no_setting_learned_none_is_recommended_nor_is_a_rank(tmp_path, fmt):
+    folder = write_runs(tmp_path / "ranks", [_lora(r, s, score) for r, scores in
+                                             ((2, (0.5535, 0.5559)), (4, (0.5535, 0.5547)))
+                                             for s, score in enumerate(scores)]).parent
+    report = build_report(folder)
+    assert report.table["did_not_learn"].all()
+    summary = " ".join(_summary_in(fmt, report).split())
+    assert "No setting learned: every score is within 0.01 of the majority-class baseline (0.5535)" in summary
+    assert "lora ranks 2, 4: no rank learned" in summary
+    for recommendation in ("Best:", "Tied with it", "Among those", "the best rank", "smallest rank tied",
+                           "Compute efficiency"):
+        assert recommendation not in summary
+    (sweep,) = rank_sweeps(report.table)
+    assert sweep["smallest_tied_rank"] is None
+
+
+def test_a_rank_that_did_not_learn_is_not_the_smallest_rank_tied_with_the_best(tmp_path):
+    folder = write_runs(tmp_path / "ranks", [_lora(r, s, score) for r, scores in
+                                             ((2, (0.5535, 0.5559)), (4, (0.56, 0.70)))
+                                             for s, score in enumerate(scores)]).parent
+    report = build_report(folder)
+    (sweep,) = rank_sweeps(report.table)
+    assert [r["vs_best"] for r in sweep["rows"]] == ["tied", "best"]  # rank 2 ties by the Welch test alone
+    assert sweep["smallest_tied_rank"] == 4
+    rank = next(line for line in _which_lines(report) if line.startswith("lora ranks 2, 4"))
+    assert "the best rank, r=4" in rank and "r=2" not in rank
+    rank_table = next(rows for title, _, rows, _ in report.sections if title.startswith("Which rank?"))
+    assert [row[3].endswith(DID_NOT_LEARN_MARK) for row in rank_table] == [True, False]
+
+
+def test_when_the_best_tested_setting_did_not_learn_it_is_not_recommended(tmp_path):
+    """The highest mean is at the baseline; the setting that 'learned' is distinguishable from it only by
+    scoring below it. Neither is a recommendation."""
+    folder = write_runs(tmp_path / "low", [
+        _run("full", 0, 0.5535, "f"), _run("full", 1, 0.5559, "f"),
+        _run("lora", 0, 0.40, "l", rank=8), _run("lora", 1, 0.41, "l", rank=8),
+    ]).parent
+    lines = _which_lines(build_report(folder))
+    assert lines[0].startswith("No recommendation: the highest accuracy with 2+ seeds, full lr=0.001's 0.5547")
+    assert not any(line.startswith(("Best:", "Tied", "Among those")) for line in lines)
+
+
+def test_with_one_seed_a_top_score_that_did_not_learn_is_not_named_as_the_answer(tmp_path):
+    folder = write_runs(tmp_path / "one_seed", [_run("full", 0, 0.5540, "f"), _run("lora", 0, 0.40, "l", rank=8)]).parent
+    (line, *_) = _which_lines(build_report(folder))
+    assert "did not learn" in line and "so none is recommended" in line
+
+
+def test_a_lone_setting_is_said_to_be_the_only_one_compared(tmp_path):
+    folder = write_runs(tmp_path / "lone", [_run("full", 0, 0.60, "f"), _run("full", 1, 0.90, "f")]).parent
+    lines = _which_lines(build_report(folder))
+    assert lines[0].startswith("Best: full lr=0.001")
+    assert lines[1] == "It is the only setting compared."
+    assert not any("other setting" in line or "scored below" in line for line in lines)
+
+
+def test_a_lone_tested_setting_beside_one_seed_settings_compares_with_none(tmp_path):
+    folder = write_runs(tmp_path / "lone", [_run("full", 0, 0.80, "f"), _run("full", 1, 0.90, "f"),
+                                            _run("lora", 0, 0.85, "l", rank=8)]).parent
+    lines = _which_lines(build_report(folder))
+    assert lines[1] == "It is the only setting with 2+ seeds: no other is compared with it."
+    assert "Not tested (one seed): lora lr=0.001." in lines
+    assert not any("scored below" in line for line in lines)
