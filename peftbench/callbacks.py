@@ -41,9 +41,8 @@ class SweepSummary(Callback):
         runs = load_runs(results_dir) if (results_dir / "runs.csv").exists() else None
         mine = runs[runs["sweep_id"] == sweep_id] if runs is not None and len(runs) else runs
         if skipped:
-            ids = ", ".join(note["run_id"] for note in skipped)
             total = len(skipped) + (len(mine) if mine is not None else 0)
-            print(f"\npeftbench: {len(skipped)} of {total} runs already done in an earlier sweep: {ids}")
+            print(skipped_message(skipped, total, sweep_id))
         if mine is None or not len(mine):
             if not skipped:
                 print(format_sweep_table(results_dir, sweep_id))
@@ -105,3 +104,19 @@ def log_sweep_table(runs: Any, sweep_id: str, config: DictConfig, results_dir: P
                            dir=str(wandb_cfg.get("dir") or results_dir))
     except Exception as err:  # the CSV already holds everything; wandb is a convenience here
         warnings.warn(f"peftbench: could not log the sweep table to wandb: {err}", stacklevel=2)
+
+
+def skipped_message(skipped: list[dict[str, str]], total: int, sweep_id: str) -> str:
+    """The end-of-sweep line about the jobs that were not run because their run is recorded: done in
+    an earlier sweep, or by another job of this one (a job that differs from it only in a key its run
+    does not read, such as the top-level ``rank`` for a method without a rank)."""
+    here = [n["run_id"] for n in skipped if n.get("sweep_id") == sweep_id]
+    before = [n["run_id"] for n in skipped if n.get("sweep_id") != sweep_id]
+    parts = []
+    if before:
+        parts.append(f"{len(before)} of {total} runs already done in an earlier sweep: {', '.join(dict.fromkeys(before))}")
+    if here:
+        parts.append(f"{len(here)} of {total} jobs are the same run as another job of this sweep (they differ "
+                     f"only in keys this run does not read, such as rank for a method without one), run once: "
+                     f"{', '.join(dict.fromkeys(here))}")
+    return "\npeftbench: " + "\npeftbench: ".join(parts)

@@ -8,6 +8,7 @@ type fails at start-up. Values that are well-typed but meaningless (``rank=0``) 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import tempfile
 import typing
@@ -578,8 +579,31 @@ class Validated:
         return next((unit, getattr(t, unit)) for unit in BUDGET_UNITS if getattr(t, unit) is not None)
 
 
+def unknown_keys(node: DictConfig, path: str = "") -> tuple[str, list[str]] | None:
+    """``(the first key of a structured node that its dataclass lacks, the dataclass's keys)``, else
+    None. Hydra's ``+key=value`` (and a YAML of one's own) can add such a key to a typed node, and
+    ``OmegaConf.to_object`` then drops it: a typo would be ignored without a word."""
+    cls = OmegaConf.get_type(node)
+    allowed = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else None
+    for key in node.keys():
+        if allowed is not None and key not in allowed:
+            return f"{path}{key}", allowed
+        child = node._get_node(key)
+        if allowed is not None and isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            found = unknown_keys(child, f"{path}{key}.")
+            if found:
+                return found
+    return None
+
+
 def validate(cfg: DictConfig) -> Validated:
     """Checks every value of a composed config; raises :class:`ConfigError` naming the bad key."""
+    if found := unknown_keys(cfg):
+        key, allowed = found
+        node = key.rsplit(".", 1)[0] if "." in key else "the config"
+        close = difflib.get_close_matches(key.rsplit(".", 1)[-1], allowed, n=1)
+        raise ConfigError(f"unknown config key {key!r}: {node} has no such key"
+                          + (f" (did you mean {close[0]!r}?)" if close else "") + f"; its keys are: {', '.join(allowed)}")
     try:
         run = OmegaConf.to_object(cfg)
     except (ConfigError, methods.MethodConfigError) as err:

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import itertools
 import json
+import logging
 import math
 import random
 import time
@@ -69,18 +70,20 @@ NOT_IN_RUN_KEY = ("results_dir", "wandb", "verbose", "force", "rank", "hydra", "
 
 
 def already_done(cfg: DictConfig) -> dict[str, str] | None:
-    """The recorded successful row with this config's run_key, unless ``force=true``."""
+    """The latest recorded successful row with this config's run_key (the one the report counts),
+    unless ``force=true``."""
     if cfg.get("force"):
         return None
     key = run_key(OmegaConf.to_container(cfg, resolve=True), distributed.world_from_env()[0])
     path = Path(str(cfg.results_dir)) / "runs.csv"
     if not path.exists():
         return None
+    latest = None
     with open(path, newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
             if row.get("run_key") == key and row.get("status") == "success":
-                return row
-    return None
+                latest = row
+    return latest
 
 
 def run(cfg: DictConfig, sweep_id: str = "") -> RunRecord:
@@ -112,6 +115,7 @@ def run(cfg: DictConfig, sweep_id: str = "") -> RunRecord:
             config = OmegaConf.to_container(cfg, resolve=True)
             describe(record, config)
             checked = validate(cfg)  # every bad value is refused here, before any work
+            quiet_libraries(checked.run.verbose)  # before the first library call (a local CSV is read next)
             if (names := infer_label_names(checked.run.task)) is not None:  # pos/neg in a CSV: names in id order
                 checked.run.task = use_label_names(checked.run.task, names)
                 config["task"] |= {"label_names": names, "num_labels": len(names)}
@@ -126,7 +130,6 @@ def run(cfg: DictConfig, sweep_id: str = "") -> RunRecord:
             record.precision = used_precision(checked.run.train.precision, device)
             if dist.is_main:  # wandb's run starts with ours (one per run, on rank 0), model not yet loaded
                 logger = start_logger(record, config, results_dir)
-            quiet_libraries(checked.run.verbose)
             seed_everything(checked.run.seed)
             memory = MemoryMeter(device)
             memory.start()
@@ -240,6 +243,9 @@ def quiet_libraries(verbose: bool) -> None:
     transformers.logging.disable_progress_bar()
     datasets.logging.set_verbosity_error()
     datasets.disable_progress_bars()
+    # bitsandbytes (imported by peft and our QLoRA) warns at import on a CPU with AVX-512 BF16 that
+    # the optional `kernels` package is missing; it falls back to its own 4-bit matmul on the CPU.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 def seed_everything(seed: int) -> None:

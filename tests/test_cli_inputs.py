@@ -53,6 +53,35 @@ def test_m_among_the_overrides_runs_a_sweep_and_a_rerun_says_all_were_done(tiny_
     assert len(list(csv.DictReader(open(results / "runs.csv")))) == 2
 
 
+def test_a_job_that_repeats_another_of_its_sweep_is_named_as_such(tmp_path):
+    from peftbench.callbacks import skipped_message
+
+    earlier = {"run_id": "aaa", "sweep_id": "old"}
+    same = {"run_id": "bbb", "sweep_id": "now"}
+    text = skipped_message([earlier, same, same], total=4, sweep_id="now")
+    assert "1 of 4 runs already done in an earlier sweep: aaa" in text
+    assert "2 of 4 jobs are the same run as another job of this sweep" in text and text.endswith("run once: bbb")
+    assert "earlier" not in skipped_message([same], total=2, sweep_id="now")
+
+
+def test_the_skip_names_the_latest_success_the_one_the_report_counts(tmp_path):
+    from omegaconf import OmegaConf
+
+    from peftbench.runner import already_done, run_key
+
+    cfg = compose_run([f"results_dir={tmp_path}"])
+    key = run_key(OmegaConf.to_container(cfg, resolve=True))
+    with open(tmp_path / "runs.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, ["run_id", "run_key", "status"])
+        writer.writeheader()
+        writer.writerows([{"run_id": "first", "run_key": key, "status": "success"},
+                          {"run_id": "other", "run_key": "x", "status": "success"},
+                          {"run_id": "forced", "run_key": key, "status": "success"},
+                          {"run_id": "broken", "run_key": key, "status": "failed"}])
+    assert already_done(cfg)["run_id"] == "forced"
+    assert already_done(compose_run([f"results_dir={tmp_path}", "force=true"])) is None
+
+
 def test_cfg_job_is_resolved_shows_the_budget_and_only_this_tasks_keys(capsys):
     def printed(overrides):
         assert print_job_config(overrides) == 0

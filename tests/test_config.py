@@ -99,6 +99,14 @@ def test_bad_values_are_refused_with_the_key(overrides, key):
     ("model.name=nosuch/model", ["model.name='nosuch/model'", "minilm"]),
     ("nosuchkey=1", ["nosuchkey", "top-level keys are: method, model, task, rank"]),
     ("train.lrr=1", ["train.lrr", "Did you mean train.lr?"]),
+    ("trian.steps=10", ["trian.steps", "Did you mean train.steps?"]),
+    # A typo under a group's node: the chosen option's keys are listed (Hydra would say only "not in").
+    ("method.alpah=32", ["method.alpah", "Did you mean method.alpha?", "keys of method=lora are", "method.rank"]),
+    ("model.nme=x", ["model.nme", "Did you mean model.name?", "keys of model=minilm"]),
+    ("task.txt_column=x", ["task.txt_column", "Did you mean task.text_column?", "keys of task=vader"]),
+    # Hydra's "+" adds a key beside the real one, which the run then ignored: refused the same way.
+    ("+method.alpah=32", ["'+method.alpah=32'", "Did you mean method.alpha?"]),
+    ("+train.stpes=10", ["'+train.stpes=10'", "Did you mean train.steps?"]),
 ])
 def test_cli_refuses_bad_input_before_training_and_keeps_recorded_rows(arg, expected, tmp_path):
     results = tmp_path / "results"
@@ -112,3 +120,37 @@ def test_cli_refuses_bad_input_before_training_and_keeps_recorded_rows(arg, expe
     rows = list(csv.DictReader(open(results / "runs.csv")))
     assert rows[0]["run_id"] == "kept"
     assert all(r["status"] != "success" for r in rows[1:])
+
+
+@pytest.mark.parametrize("args,refused", [
+    (["method=houlsby", "method.rank=4"], "keys of method=houlsby are"),  # Houlsby has no rank
+    (["method=lora,houlsby", "method.rank=4", "-m"], "keys of method=houlsby are"),  # any job of the sweep
+    (["method.rank=4"], None),
+    (["method=peft", "+method.options.r=4"], None),  # inside a free-form dict: the bridge checks it
+    (["method=houlsby", "method.reduction_factor=8"], None),
+    (["+experiment=mine"], None),  # a group of the user's own --config-dir
+    (["method=choice(lora,ia3)", "method.rank=4"], None),  # a sweep function: Hydra checks each job
+    (["method=my-own", "method.anything=1"], None),  # an option that is not shipped: left to Hydra
+    (["model=gpt2", "model.revision=main"], None),
+])
+def test_override_keys_are_checked_against_the_chosen_options_schema(args, refused):
+    from peftbench.__main__ import check_override_keys
+
+    message = check_override_keys(args)
+    if refused is None:
+        assert message is None, message
+    else:
+        assert message is not None and refused in message and "method.reduction_factor" in message
+
+
+@pytest.mark.parametrize("override,key,hint", [
+    ("+method.alpah=32", "method.alpah", "did you mean 'alpha'?"),
+    ("+train.stpes=10", "train.stpes", "did you mean 'steps'?"),
+    ("+forgetting.sample=3", "forgetting.sample", "did you mean 'samples'?"),
+])
+def test_validate_refuses_a_key_a_typed_node_does_not_have(override, key, hint):
+    # What reaches the runner another way than the command line's check (a YAML of one's own, the API).
+    with pytest.raises(ConfigError, match="unknown config key") as err:
+        validate(_compose([override]))
+    assert f"{key!r}" in str(err.value) and hint in str(err.value)
+    validate(_compose(["method=peft", "+method.options.r=4"]))  # a free-form dict takes new keys
