@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import re
 from pathlib import Path
 
@@ -130,3 +131,59 @@ def test_a_lone_tested_setting_beside_one_seed_settings_compares_with_none(tmp_p
     assert lines[1] == "It is the only setting with 2+ seeds: no other is compared with it."
     assert "Not tested (one seed): lora lr=0.001." in lines
     assert not any("scored below" in line for line in lines)
+
+
+def test_the_confidence_interval_stays_within_the_metrics_range(tmp_path):
+    folder = write_runs(tmp_path / "wide", [
+        _run("full", 0, 0.60, "f"), _run("full", 1, 0.90, "f"),
+        _run("lora", 0, 0.20, "l", rank=8, task="cola", metric="matthews_correlation"),
+        _run("lora", 1, -0.90, "l", rank=8, task="cola", metric="matthews_correlation"),
+        _run("ia3", 0, 3.0, "i", task="lm", metric="perplexity"), _run("ia3", 1, 9.0, "i", task="lm", metric="perplexity"),
+    ]).parent
+    report = build_report(folder)
+    table = report.table.set_index("method")
+    # The t interval, by hand: mean ± t(0.975, 1) · std / √2, t(0.975, 1) = 12.7062; an unknown metric
+    # (perplexity) keeps it whole.
+    for method, scores, (floor, ceiling) in (("full", (0.60, 0.90), (0, 1)), ("lora", (0.20, -0.90), (-1, 1)),
+                                             ("ia3", (3.0, 9.0), (-math.inf, math.inf))):
+        mean, half = sum(scores) / 2, 12.7062 * abs(scores[0] - scores[1]) / 2
+        assert table.loc[method, "score_mean"] == pytest.approx(mean)
+        assert mean - half < -1 and mean + half > 1  # the raw interval does leave every range above
+        assert table.loc[method, "score_ci_low"] == pytest.approx(max(floor, mean - half), abs=1e-3)
+        assert table.loc[method, "score_ci_high"] == pytest.approx(min(ceiling, mean + half), abs=1e-3)
+    which = {title: lines for title, lines in report.which}
+    assert "(95% CI 0.0000–1.0000, 2 seeds)" in which["minilm on vader, 20 steps"][0]
+    assert "(95% CI -1.0000–1.0000, 2 seeds)" in which["minilm on cola, 20 steps"][0]
+    wide = render(report, "text", wide=True)
+    assert "[0.0000, 1.0000]" in wide and "[-1.0000, 1.0000]" in wide and "-32.1" in wide
+    from peftbench.report.display import CI_CLIPPED_NOTE
+
+    assert CI_CLIPPED_NOTE in wide and CI_CLIPPED_NOTE in render(report, "markdown")
+
+
+def test_the_welch_test_is_the_same_with_and_without_the_clipping():
+    import pandas as pd
+
+    from peftbench.report.stats import significance
+
+    base = pd.DataFrame({"model": ["m"] * 2, "task": ["t"] * 2, "n_seeds": [2, 2], "score_mean": [0.75, 0.63],
+                         "score_std": [0.2121, 0.099]})
+    raw = significance(base)
+    clipped = significance(base.assign(metric="accuracy"))
+    assert raw["p_vs_best"].tolist()[1] == pytest.approx(clipped["p_vs_best"].tolist()[1])
+    assert raw["score_ci_low"].min() < 0 and clipped["score_ci_low"].min() == 0.0
+    assert raw["score_ci_high"].max() > 1 and clipped["score_ci_high"].max() == 1.0
+
+
+def test_every_shipped_metric_has_the_range_its_docstring_states():
+    from peftbench.report.stats import METRIC_RANGES
+
+    root = Path(__file__).resolve().parents[1] / "peftbench" / "metrics"
+    shipped = sorted(p.name for p in root.iterdir() if (p / f"{p.name}.py").is_file())
+    assert len(shipped) > 0
+    for name in shipped:
+        stated = re.search(r"Returns:\s*\n\s*([\w, ]+) \(float\):[^\[]*\[(-?\d+), (-?\d+)\]",
+                           (root / name / f"{name}.py").read_text(encoding="utf-8"))
+        assert stated, name
+        for value in [name, *(v.strip() for v in stated.group(1).split(","))]:
+            assert METRIC_RANGES[value] == (float(stated.group(2)), float(stated.group(3))), value

@@ -27,10 +27,14 @@ from peftbench.report.cells import (
 )
 from peftbench.report.stats import ALPHA, CI_LEVEL, SIGNIFICANCE_TEST
 
+CI_CLIPPED_NOTE = (", clipped to the metric's possible values (accuracy, F1, exact match and ROUGE in [0, 1], "
+                   "correlations in [-1, 1])")
+"""The part of the CI note that says the printed interval is clipped (:data:`~peftbench.report.stats.METRIC_RANGES`)."""
+
 NOTES = (
     "Score: mean ± sample standard deviation (ddof=1) over seeds; a setting with one seed has no std.",
     f"{CI_LEVEL:.0%} CI: confidence interval of the mean score over seeds, mean ± t(n-1) · std / √n "
-    "(Student's t distribution); n/a with fewer than 2 seeds.",
+    f"(Student's t distribution){CI_CLIPPED_NOTE}; n/a with fewer than 2 seeds.",
     f"vs best: each setting against the best setting of its model, task and budget (the highest mean "
     f"among settings with at least 2 seeds) by a {SIGNIFICANCE_TEST} at alpha={ALPHA:g}: 'tied' = not "
     "distinguishable from the best, 'worse' = significantly below it (p-value shown), 'n/a' = fewer than "

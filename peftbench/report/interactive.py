@@ -73,11 +73,13 @@ def _scatter(sub: pd.DataFrame, x: np.ndarray, title: str, x_title: str, **axes:
         rows = [(i, r) for i, r in enumerate(records) if r["method"] == method and math.isfinite(x[i])]
         if not rows:
             continue
-        half = [(r["score_ci_high"] - r["score_mean"]) if not pd.isna(r.get("score_ci_high")) else 0 for _, r in rows]
+        # The interval is clipped to the metric's range (stats.METRIC_RANGES), so its arms may differ.
+        up = [(r["score_ci_high"] - r["score_mean"]) if not pd.isna(r.get("score_ci_high")) else 0 for _, r in rows]
+        down = [(r["score_mean"] - r["score_ci_low"]) if not pd.isna(r.get("score_ci_low")) else 0 for _, r in rows]
         fig.add_trace(go.Scatter(
             x=[x[i] for i, _ in rows], y=[r["score_mean"] for _, r in rows], mode="markers", name=method,
             marker=dict(color=method_color(method), size=10, line=dict(width=1, color="white")),
-            error_y=dict(type="data", array=half, visible=True, thickness=1.2),
+            error_y=dict(type="data", array=up, arrayminus=down, symmetric=False, visible=True, thickness=1.2),
             hovertext=[_hover(r) for _, r in rows], hoverinfo="text"))
     fig.update_layout(**_layout(title, x_title, "score (mean, 95% CI)", **axes))
     return fig

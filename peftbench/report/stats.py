@@ -22,6 +22,21 @@ ALPHA = 0.05
 SIGNIFICANCE_TEST = "two-sided Welch t-test"
 """How each setting is compared with the best setting of its model and task."""
 
+METRIC_RANGES = {
+    "accuracy": (0.0, 1.0),
+    "exact_match": (0.0, 1.0),
+    "f1": (0.0, 1.0),
+    "rouge": (0.0, 1.0),
+    "rouge1": (0.0, 1.0),
+    "rouge2": (0.0, 1.0),
+    "rougeL": (0.0, 1.0),
+    "matthews_correlation": (-1.0, 1.0),
+    "pearsonr": (-1.0, 1.0),
+    "spearmanr": (-1.0, 1.0),
+}
+"""The possible values of each metric peftbench ships (``peftbench/metrics/<name>``, as each one's
+docstring states them): a setting's confidence interval is clipped to its metric's range."""
+
 VS_BEST = ("best", "tied", "worse", "n/a")
 """Values of the ``vs_best`` column: the best setting (highest mean among those with at least 2
 seeds), not distinguishable from it, significantly below it, or not testable (fewer than 2 seeds)."""
@@ -75,6 +90,10 @@ def significance(table: pd.DataFrame, *, alpha: float = ALPHA, level: float = CI
         alpha: Significance level; ``p >= alpha`` means not distinguishable from the best.
         level: Confidence level of the intervals.
 
+    Where the table has a ``metric`` column, each interval is clipped to its metric's possible
+    values (:data:`METRIC_RANGES`): with 2 seeds the t interval of an accuracy can reach past 0 and
+    1. The test itself uses the unclipped mean, std and seeds.
+
     Returns:
         The table with ``score_ci_low``, ``score_ci_high`` (NaN with fewer than 2 seeds),
         ``vs_best`` (one of :data:`VS_BEST`) and ``p_vs_best`` (the Welch test's p-value; NaN for
@@ -115,6 +134,11 @@ def significance(table: pd.DataFrame, *, alpha: float = ALPHA, level: float = CI
         p_value[others] = np.where(se2 > 0, welch, np.where(diff == 0, 1.0, 0.0))
         verdict[others] = np.where(p_value[others] >= alpha, "tied", "worse")
         verdict[np.unique(best[best >= 0])] = "best"
+    if "metric" in table.columns:
+        metric = table["metric"].astype("str").to_numpy()
+        floor = np.array([METRIC_RANGES.get(m, (-math.inf, math.inf))[0] for m in metric], dtype="float64")
+        ceiling = np.array([METRIC_RANGES.get(m, (-math.inf, math.inf))[1] for m in metric], dtype="float64")
+        low, high = np.maximum(low, floor), np.minimum(high, ceiling)  # NaN stays NaN
     table["score_ci_low"] = low
     table["score_ci_high"] = high
     table["vs_best"] = verdict.astype(str)
