@@ -85,8 +85,11 @@ def hydra_main(cfg: DictConfig) -> float | None:
             mark_skipped(Path(HydraConfig.get().runtime.output_dir), done)
             return sweep_objective(done.get("score"))
         return float(done["score"]) if done.get("score") else None
-    with sigterm_as_interrupt():  # a terminated run is recorded as cancelled, as Ctrl-C
-        record = run(cfg, sweep_id)
+    try:
+        with sigterm_as_interrupt():  # a terminated run is recorded as cancelled, as Ctrl-C
+            record = run(cfg, sweep_id)
+    except KeyboardInterrupt as err:  # recorded already: say so in a line instead of a traceback
+        sys.exit(cancelled_message(err, cfg, multirun))
     if os.getpid() != _CLI_PID:  # a launcher's worker (joblib, Ray, submitit): the job ends with its wandb
         from peftbench.sinks import wait_for_sinks
 
@@ -106,6 +109,22 @@ def hydra_main(cfg: DictConfig) -> float | None:
           f"{record.trainable_params:,} of {record.total_params:,} parameters "
           f"({record.trainable_pct:.3f}%); recorded in {cfg.results_dir}/runs.csv")
     return record.score
+
+
+def cancelled_message(err: KeyboardInterrupt, cfg: DictConfig, multirun: bool) -> int:
+    """Prints what a Ctrl-C or SIGTERM did to the run (recorded as cancelled, with the steps it had
+    done) and returns the exit status a shell expects: 128 + the signal's number."""
+    from peftbench.live import Terminated
+
+    record = getattr(err, "record", None)
+    name, status = ("SIGTERM", 143) if isinstance(err, Terminated) else ("Ctrl-C", 130)
+    steps = f" at step {record.train_steps} of {record.budget_steps}" if record and record.budget_steps else ""
+    run_id = f"run {record.run_id} " if record else "the run "
+    resume = ("; the sweep stops here: the same command resumes it, skipping the runs already done"
+              if multirun else "")
+    print(f"\npeftbench: {name}: {run_id}cancelled{steps}, recorded as cancelled in "
+          f"{cfg.results_dir}/runs.csv{resume}.", file=sys.stderr)
+    return status
 
 
 def mark_skipped(job_dir: Path, done: dict[str, str]) -> None:

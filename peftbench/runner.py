@@ -174,6 +174,7 @@ def run(cfg: DictConfig, sweep_id: str = "") -> RunRecord:
         del model
     except KeyboardInterrupt as err:
         record.fail(err, status="cancelled")
+        err.record = record  # the command line says which run was cancelled, and where it is recorded
         raise
     except Exception as err:
         record.fail(err)
