@@ -187,3 +187,38 @@ def test_every_shipped_metric_has_the_range_its_docstring_states():
         assert stated, name
         for value in [name, *(v.strip() for v in stated.group(1).split(","))]:
             assert METRIC_RANGES[value] == (float(stated.group(2)), float(stated.group(3))), value
+
+
+@pytest.mark.parametrize(("option", "column", "name"), [("--sweep", "sweep_id", "sweep id"), ("--method", "method", "method"),
+                                                        ("--model", "model", "model"), ("--task", "task", "task")])
+def test_an_unknown_filter_value_is_a_one_line_error_listing_the_known_ones(tmp_path, capsys, option, column, name):
+    from peftbench.report import main
+
+    folder = _mixed(tmp_path)
+    assert main([str(folder), option, "nosuch"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1
+    known = sorted({str(r[column]) for r in (make_run(method=m) for m in ("full", "lora", "ia3"))})
+    assert f"unknown {name} 'nosuch'" in err and all(value in err for value in known)
+    assert main([str(folder), option, "nosuch", option, known[0]]) == 2  # one unknown of two
+    capsys.readouterr()
+    assert main([str(folder), option, known[0]]) == 0
+
+
+def test_an_unknown_sweep_lists_the_most_recent_sweeps_when_there_are_many(tmp_path, capsys):
+    from peftbench.report import main
+
+    rows = [_run("full", 0, 0.9, f"k{i}", sweep_id=f"sweep{i:02d}", started_at=f"2026-01-{i + 1:02d}T10:00:00+00:00")
+            for i in range(12)]
+    folder = write_runs(tmp_path / "many", rows).parent
+    assert main([str(folder), "--sweep", "nosuch"]) == 2
+    err = capsys.readouterr().err
+    listed = re.findall(r"sweep\d\d", err)
+    assert listed == [f"sweep{i:02d}" for i in range(11, 3, -1)] and "8 most recent of 12" in err
+
+
+def test_the_library_still_returns_an_empty_report_unless_strict(tmp_path):
+    folder = _mixed(tmp_path)
+    assert build_report(folder, sweeps="nosuch").table.empty
+    with pytest.raises(ValueError, match=r"unknown sweep id 'nosuch': the sweep ids in .* are sweepA$"):
+        build_report(folder, sweeps="nosuch", strict=True)

@@ -66,6 +66,36 @@ def _as_list(values: str | Sequence[str] | None) -> list[str] | None:
     return [values] if isinstance(values, str) else list(values)
 
 
+FILTER_NAMES = {"model": "model", "task": "task", "method": "method", "sweep_id": "sweep id"}
+"""The run columns the filters of :func:`build_report` match, and what the error calls them."""
+
+LISTED_MAX = 8
+"""An unknown filter value's error lists at most this many known values (the most recent ones)."""
+
+
+def check_filter(runs: pd.DataFrame, column: str, chosen: Sequence[str] | None, source: object = "the runs file") -> None:
+    """Raises a one-line ValueError naming each value of ``chosen`` that no run of ``runs`` has in
+    ``column``, with the values it has (the :data:`LISTED_MAX` most recently started, if more)."""
+    if not chosen:
+        return
+    values = runs[column].astype("str")
+    unknown = [v for v in dict.fromkeys(chosen) if not (values == v).any()]
+    if not unknown:
+        return
+    present = values[values != ""]
+    if "started_at" in runs.columns:  # most recent first
+        last = runs.loc[present.index, "started_at"].groupby(present.to_numpy()).max()
+        known = last.sort_values(ascending=False, na_position="last", kind="mergesort").index.tolist()
+    else:
+        known = sorted(set(present))
+    name = FILTER_NAMES[column]
+    listed = ", ".join(known[:LISTED_MAX]) if known else "none"
+    more = f" (the {LISTED_MAX} most recent of {len(known)})" if len(known) > LISTED_MAX else ""
+    plural = "s" if len(unknown) > 1 else ""
+    raise ValueError(f"unknown {name}{plural} {', '.join(map(repr, unknown))}: the {name}s in {source} are "
+                     f"{listed}{more}")
+
+
 def resolve_sort_column(name: str) -> str:
     """Maps a ``--sort`` argument (column name or alias such as ``score``) to a column name.
 
@@ -90,6 +120,7 @@ def build_report(
     descending: bool = False,
     baseline_method: str = BASELINE_METHOD,
     include_search: bool = False,
+    strict: bool = False,
 ) -> Report:
     """Loads, filters, aggregates and sorts the runs of a results directory.
 
@@ -108,11 +139,21 @@ def build_report(
         descending: Sort in descending order.
         baseline_method: Method the relative columns compare with.
         include_search: Keep the search trials too.
+        strict: Raise on a model, task, method or sweep id that no run of the file has, instead of
+            returning an empty report (the command line's behaviour).
 
     Returns:
         The :class:`Report`.
+
+    Raises:
+        FileNotFoundError: If there is no ``runs.csv``.
+        ValueError: If ``sort`` names no column, or, with ``strict``, a model, task, method or
+            sweep id asked for is in no run of the file (:func:`check_filter`).
     """
     runs = load_runs(results_dir, columns=(*REPORT_COLUMNS, *ANSWER_COLUMNS))
+    if strict:
+        for column, values in (("sweep_id", sweeps), ("model", models), ("task", tasks), ("method", methods)):
+            check_filter(runs, column, _as_list(values), runs_path(results_dir))
     n_search = 0
     if not include_search:
         search = (runs["eval_on"] == "search").to_numpy()

@@ -97,6 +97,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "peftbench-report") -> i
             descending=args.desc,
             baseline_method=args.baseline,
             include_search=args.include_search,
+            strict=True,
         )
     except FileNotFoundError as error:
         print(f"peftbench-report: {error}", file=sys.stderr)
