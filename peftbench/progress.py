@@ -31,6 +31,13 @@ class Progress:
             print(f"[{self.phase}] step {step}/{self.total} {extras} ({rate:.1f} steps/s)", file=sys.stderr, flush=True)
             self._next_line = step + max(1, self.total // (10 if self.phase == "train" else 2))
 
+    def note(self, text: str) -> None:
+        """A line of its own (a score, a decision), above the bar on a terminal."""
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -128,6 +129,10 @@ def run(cfg: DictConfig, sweep_id: str = "") -> RunRecord:
             record.schedule, record.warmup_ratio = checked.schedule, checked.warmup_ratio
             record.budget_unit, record.budget = checked.budget
             record.precision = used_precision(checked.run.train.precision, device)
+            if record.precision != checked.run.train.precision and dist.is_main:
+                print(f"peftbench: train.precision={checked.run.train.precision} is not available on {device} "
+                      f"(fp16 autocast needs CUDA; bf16 a device that supports it): this run trains in "
+                      f"{record.precision}, and its row says so (precision={record.precision})", file=sys.stderr)
             if dist.is_main:  # wandb's run starts with ours (one per run, on rank 0), model not yet loaded
                 logger = start_logger(record, config, results_dir)
             seed_everything(checked.run.seed)
@@ -397,7 +402,9 @@ def train(model: nn.Module, tokenizer, data: TaskData, checked: Validated, devic
             logger.log_eval(step, scores)
             model.train()
             meter.resume()
-            if stopper.should_stop(stats.eval_curve[-1][1]):
+            stop = stopper.should_stop(value)
+            progress.note(stopper.describe(checked.run.task.metric, step, total, value, stop))
+            if stop:
                 stats.stop_reason = "early_stopping"
                 break
     meter.end()
@@ -446,6 +453,15 @@ class EarlyStopper:
         else:
             self.misses += 1
         return self.patience is not None and self.misses >= self.patience
+
+    def describe(self, metric: str, step: int, total: int, score: float, stopped: bool) -> str:
+        """The line a periodic evaluation prints: its score, the best so far, and a stop if it is one."""
+        line = f"[eval] step {step}/{total}: {metric}={score:.4f} (best {self.best:.4f})"
+        if stopped:
+            line += (f"\n[train] early stopping at step {step} of {total}: {metric} has not improved by more than "
+                     f"{self.min_delta:g} in {self.misses} evaluation(s) (train.early_stopping_patience="
+                     f"{self.patience}); the model as it is now is scored")
+        return line
 
 
 @torch.no_grad()

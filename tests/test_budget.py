@@ -187,7 +187,17 @@ def test_token_and_sample_budgets_are_spent_and_recorded(tiny_bert_dir, tmp_path
     assert samples8["train_tokens"] == samples5["train_tokens"]
 
 
-def test_early_stopping_ends_the_run_before_its_budget_and_marks_it(tiny_bert_dir, tmp_path):
+def test_early_stopper_describes_each_evaluation_and_its_stop():
+    stopper = EarlyStopper(patience=1, min_delta=0.01)
+    stopper.should_stop(0.8)
+    assert stopper.describe("accuracy", 10, 60, 0.8, False) == "[eval] step 10/60: accuracy=0.8000 (best 0.8000)"
+    assert stopper.should_stop(0.75)
+    line = stopper.describe("accuracy", 20, 60, 0.75, True)
+    assert line.startswith("[eval] step 20/60: accuracy=0.7500 (best 0.8000)\n[train] early stopping at step 20 of 60")
+    assert "not improved by more than 0.01 in 1 evaluation(s)" in line
+
+
+def test_early_stopping_ends_the_run_before_its_budget_and_marks_it(tiny_bert_dir, tmp_path, capsys):
     from peftbench.runner import run
 
     # A learning rate too small to move the score: the second evaluation brings no gain.
@@ -198,6 +208,8 @@ def test_early_stopping_ends_the_run_before_its_budget_and_marks_it(tiny_bert_di
     assert record.stopped_early is True and record.stop_reason == "early_stopping"
     assert (record.train_steps, record.budget_steps) == (4, 20)
     assert [step for step, _ in record.eval_curve] == [2, 4]  # the final score is the step-4 point
+    printed = capsys.readouterr().err  # each evaluation's score and the stop are on screen
+    assert "[eval] step 2/20: accuracy=" in printed and "[train] early stopping at step 4 of 20" in printed
     (row,) = _rows(tmp_path)
     assert row["stopped_early"] == "True" and row["train_steps"] == "4"
 

@@ -235,6 +235,20 @@ def test_every_method_trains_compiled(method):
         torch.testing.assert_close(compiled_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU's fallback")
+def test_a_precision_the_cpu_lacks_is_said_at_the_start_and_recorded(tiny_bert_dir, tmp_path, capsys):
+    from peftbench import runner
+    from tests.test_budget import _compose
+
+    record = runner.run(_compose([f"model.name={tiny_bert_dir}", f"results_dir={tmp_path}", *FAST,
+                                  "train.precision=fp16", "device=cpu", "wandb.mode=disabled"]))
+    assert record.status == "success", record.error
+    assert record.precision == "fp32"
+    err = capsys.readouterr().err
+    assert "train.precision=fp16 is not available on cpu" in err and "this run trains in fp32" in err
+    assert err.index("train.precision=fp16") < err.index("[train]")  # said before training starts
+
+
 def test_compiled_run_records_compile_time_apart(tiny_bert_dir, tmp_path):
     from peftbench import runner
     from tests.test_budget import _compose
