@@ -222,3 +222,32 @@ def test_the_library_still_returns_an_empty_report_unless_strict(tmp_path):
     assert build_report(folder, sweeps="nosuch").table.empty
     with pytest.raises(ValueError, match=r"unknown sweep id 'nosuch': the sweep ids in .* are sweepA$"):
         build_report(folder, sweeps="nosuch", strict=True)
+
+
+LONG_ERROR = ("ConfigError: the training budget train.max_steps=0 leaves no optimizer step for this method; set "
+              "train.max_steps, train.epochs, train.samples or train.tokens to a positive number and run it again")
+
+
+def _failed_folder(tmp_path: Path) -> Path:
+    settings = json.dumps({"alpha": 32.0, "dropout": 0.05, "rank": 64, "target_modules": ["query", "key", "value",
+                                                                                          "dense"], "use_rslora": True})
+    return write_runs(tmp_path / "failed", [
+        _run("full", 0, 0.9, "f"),
+        _run("lora", 0, "", "l", rank=64, method_settings=settings, status="failed", error=LONG_ERROR + "\n  trace"),
+    ]).parent
+
+
+def test_a_failed_runs_error_wraps_within_the_text_width_and_stays_whole_elsewhere(tmp_path):
+    report = build_report(_failed_folder(tmp_path))
+    text = render(report, "text")
+    table = text[text.index("Failed or cancelled runs (1"):].splitlines()[1:]
+    assert table and max(len(line) for line in table) <= 120
+    start = table[0].index("Error")
+    error_text = " ".join(line[start:].strip() for line in table[2:])
+    assert error_text == LONG_ERROR + " trace"  # every word, in order, none cut
+    assert len(table) > 3 and all(not line[:start].strip() for line in table[3:])  # continuation lines
+    assert 120 - start >= 40  # the long Setting gave way: the Error column has its 40 characters
+    assert "…" in table[2][:start]
+    from peftbench.report import render_failed_csv
+
+    assert LONG_ERROR in render(report, "markdown") and LONG_ERROR in render_failed_csv(report)

@@ -110,9 +110,10 @@ def wrap(text: str, width: int, indent: str = "") -> str:
     return textwrap.fill(kept, width=width, subsequent_indent=indent, break_on_hyphens=False).replace(_KEEP, " ")
 
 
-def render_terminal(report: Report, *, width: int | None = None, error_limit: int = 100) -> str:
+def render_terminal(report: Report, *, width: int | None = None, error_limit: int = 300) -> str:
     """The text report with the key columns, each table at most :data:`TABLE_WIDTH` characters wide
-    (and no wider than ``width``), prose wrapped at ``width`` (default: the terminal's)."""
+    (and no wider than ``width``), prose wrapped at ``width`` (default: the terminal's); a failed
+    run's error is cut at ``error_limit`` characters and wraps within the table's width."""
     width = width or terminal_width()
     table_width = min(width, TABLE_WIDTH)
     parts = [wrap(f"peftbench report — {summary_line(report)}", width), ""]
@@ -151,10 +152,16 @@ def render_terminal(report: Report, *, width: int | None = None, error_limit: in
     return "\n".join(parts).rstrip() + "\n"
 
 
+ERROR_MIN_WIDTH = 40
+"""The failed-runs table gives its Error column at least this many characters (cutting the Setting)."""
+
+
 def _failed(failed: pd.DataFrame, width: int, error_limit: int) -> str:
+    """The failed and cancelled runs; each error wraps in the room the other columns leave (at least
+    :data:`ERROR_MIN_WIDTH`, a long Setting is cut for it) onto continuation lines."""
     if failed.empty:
         return "Failed or cancelled runs: none."
-    cells = []
+    cells, errors = [], []
     for rec in failed.to_dict("records"):
         cells.append([
             str(rec["run_id"]) or "-",
@@ -162,7 +169,21 @@ def _failed(failed: pd.DataFrame, width: int, error_limit: int) -> str:
             str(rec["method"]),
             str(rec["setting"]),
             "-" if missing(rec["seed"]) else str(rec["seed"]),
-            one_line(rec["error"], error_limit),
         ])
-    grid = fit_grid(FAILED, cells, set(), width, shrink="Error")
+        errors.append(one_line(rec["error"], error_limit))
+    widths = [max(len(h), *(len(row[i]) for row in cells)) for i, h in enumerate(FAILED[:-1])]
+    room = width - sum(widths) - 2 * len(widths)
+    if room < ERROR_MIN_WIDTH:  # the Setting gives way, down to 8 characters
+        setting = FAILED.index("Setting")
+        keep = max(8, len(FAILED[setting]), widths[setting] - (ERROR_MIN_WIDTH - room))
+        room += widths[setting] - keep
+        for row in cells:
+            row[setting] = _cut(row[setting], keep)
+    room = max(room, len(FAILED[-1]))
+    rows = []
+    for row, error in zip(cells, errors, strict=True):
+        pieces = textwrap.wrap(error, width=room, break_on_hyphens=False) or ["-"]
+        rows.append([*row, pieces[0]])
+        rows.extend([*([""] * len(row)), piece] for piece in pieces[1:])
+    grid = text_grid(FAILED, rows, set())
     return f"Failed or cancelled runs ({len(failed)}, not included above; --wide shows their sweep and start):\n{grid}"
