@@ -251,3 +251,15 @@ def test_a_failed_runs_error_wraps_within_the_text_width_and_stays_whole_elsewhe
     from peftbench.report import render_failed_csv
 
     assert LONG_ERROR in render(report, "markdown") and LONG_ERROR in render_failed_csv(report)
+
+
+def test_the_end_of_sweep_note_gives_a_search_command_for_every_method_that_did_not_learn(tmp_path):
+    from peftbench.report import format_sweep_table
+
+    rows = [_run(method, seed, BASELINE, method[:2]) for method in ("bitfit", "ia3", "prompt") for seed in (0, 1)]
+    folder = write_runs(tmp_path / "lost", [*rows, _run("full", 0, 0.9, "f"), _run("full", 1, 0.91, "f")]).parent
+    note = next(line for line in format_sweep_table(folder, "sweepA").splitlines() if "did not learn" in line)
+    commands = re.findall(r"`([^`]*)`", note)
+    assert commands == [f"python -m peftbench -m hydra/sweeper=lr_search method={m}" for m in ("bitfit", "ia3", "prompt")]
+    summary = [line for _, lines in build_report(folder).which for line in lines if "did not learn:" in line]
+    assert sorted(re.search(r"`([^`]*)`", line).group(1) for line in summary) == commands  # as the full report
