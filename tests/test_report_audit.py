@@ -263,3 +263,32 @@ def test_the_end_of_sweep_note_gives_a_search_command_for_every_method_that_did_
     assert commands == [f"python -m peftbench -m hydra/sweeper=lr_search method={m}" for m in ("bitfit", "ia3", "prompt")]
     summary = [line for _, lines in build_report(folder).which for line in lines if "did not learn:" in line]
     assert sorted(re.search(r"`([^`]*)`", line).group(1) for line in summary) == commands  # as the full report
+
+
+def test_the_command_names_itself_as_it_was_called_in_its_errors(tmp_path, capsys):
+    from peftbench.commands import run_subcommand
+    from peftbench.report import main
+
+    assert main([str(tmp_path / "nowhere")], prog="peftbench report") == 1
+    assert capsys.readouterr().err.startswith("peftbench report: no runs file at ")
+    assert main([str(_mixed(tmp_path)), "--wandb-workspace"], prog="peftbench report") == 2
+    assert capsys.readouterr().err.startswith("peftbench report: --wandb-workspace needs one --sweep")
+    with pytest.raises(SystemExit) as done:
+        run_subcommand(["report", str(tmp_path / "nowhere")])
+    assert done.value.code == 1 and capsys.readouterr().err.startswith("peftbench report: no runs file")
+    assert main([str(tmp_path / "nowhere")]) == 1
+    assert capsys.readouterr().err.startswith("peftbench-report: no runs file")
+
+
+def test_a_runs_file_warning_is_one_clean_line_in_the_command_and_a_warning_in_the_library(tmp_path, capsys):
+    from peftbench.report import RunsFileWarning, main
+
+    folder = _mixed(tmp_path)
+    with (folder / "runs.csv").open("a", encoding="utf-8") as handle:
+        handle.write("torn,by,a,crash")  # no newline: the last record is torn
+    assert main([str(folder)], prog="peftbench report") == 0
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"peftbench report: warning: {folder / 'runs.csv'}: skipped a last line torn by an "
+                                "interrupted write"]
+    with pytest.warns(RunsFileWarning, match="torn by an interrupted write"):
+        build_report(folder)

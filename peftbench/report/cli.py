@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from peftbench.report.build import build_report, resolve_sort_column
 from peftbench.report.compare import BASELINE_METHOD
 from peftbench.report.formats import FORMATS, render, render_failed_csv
+from peftbench.report.load import RunsFileWarning
 from peftbench.report.plots import render_plots, save_plots
 from peftbench.report.workspace import save_workspace
 
@@ -72,13 +74,29 @@ def main(argv: Sequence[str] | None = None, prog: str = "peftbench-report") -> i
         prog: The command's name in its usage and help.
 
     Returns:
-        The exit status: 0 on success, 1 when there is no runs file, 2 on a usage error.
+        The exit status: 0 on success, 1 when there is no runs file, 2 on a usage error. Error
+        messages start with ``prog``; a :class:`RunsFileWarning` (a skipped line) is one line on
+        standard error, ``<prog>: warning: ...``.
     """
     parser = _parser(prog)
     args = parser.parse_args(argv)
+    with warnings.catch_warnings():
+        default = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+            if issubclass(category, RunsFileWarning):  # what was skipped, said to people: one line
+                print(f"{prog}: warning: {message}", file=sys.stderr)
+            else:
+                default(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        return _run(args, prog)
+
+
+def _run(args: argparse.Namespace, prog: str) -> int:
     if args.wandb_workspace:
         if not args.sweep or len(args.sweep) != 1:
-            print("peftbench-report: --wandb-workspace needs one --sweep <sweep id>", file=sys.stderr)
+            print(f"{prog}: --wandb-workspace needs one --sweep <sweep id>", file=sys.stderr)
             return 2
         return save_workspace(args.results_dir, args.sweep[0], project=args.project, entity=args.entity)
     fmt = args.format
@@ -100,10 +118,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "peftbench-report") -> i
             strict=True,
         )
     except FileNotFoundError as error:
-        print(f"peftbench-report: {error}", file=sys.stderr)
+        print(f"{prog}: {error}", file=sys.stderr)
         return 1
     except ValueError as error:
-        print(f"peftbench-report: {error}", file=sys.stderr)
+        print(f"{prog}: {error}", file=sys.stderr)
         return 2
 
     plots: dict[str, bytes] | None = None
