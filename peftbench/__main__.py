@@ -77,6 +77,8 @@ def hydra_main(cfg: DictConfig) -> float | None:
     from peftbench.runner import already_done, run
 
     sweep_id, multirun = sweep_context()
+    if note := unused_rank_note(cfg):
+        print(note, file=sys.stderr)
     done = already_done(cfg)
     if done is not None:
         print(f"peftbench: skipping: run {done['run_id']} (sweep {done['sweep_id']}) already succeeded with this "
@@ -333,11 +335,50 @@ def print_job_config(args: list[str]) -> int:
 _CLI_PID: int | None = None  # the process that ran main(): its sinks are waited for at its exit
 
 
+# The Hydra plugins our launcher and sweeper options need: (their module, the extra that installs them).
+PLUGINS = {
+    "hydra/launcher=ray": ("hydra_plugins.hydra_ray_launcher", "ray"),
+    "hydra/launcher=joblib": ("hydra_plugins.hydra_joblib_launcher", "joblib"),
+    "hydra/launcher=slurm": ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+    "hydra/launcher=submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+    "hydra/launcher=submitit_local": ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+    "hydra/sweeper=lr_search": ("hydra_plugins.hydra_optuna_sweeper", "search"),
+    "hydra/sweeper=optuna": ("hydra_plugins.hydra_optuna_sweeper", "search"),
+}
+
+
+def check_plugins(args: list[str]) -> str | None:
+    """A message naming the extra to install when a launcher or sweeper's Hydra plugin is missing
+    (Hydra itself would end in a traceback: "Unknown plugin class")."""
+    import importlib.util
+
+    for arg in args:
+        if arg.lstrip("+") in PLUGINS:
+            module, extra = PLUGINS[arg.lstrip("+")]
+            if importlib.util.find_spec(module) is None:
+                return (f"peftbench: {arg.lstrip('+')} needs a Hydra plugin that is not installed here ({module}): "
+                        f"pip install 'peftbench[{extra}]' (in a checkout: pip install -e '.[{extra}]')"
+                        + (". The ray extra pins cloudpickle<3, which the joblib launcher cannot share: give it "
+                           "an environment of its own." if extra == "ray" else "."))
+    return None
+
+
+def unused_rank_note(cfg: DictConfig) -> str | None:
+    """A note when ``rank=`` was given but the chosen method does not read the top-level rank (its
+    node has no ``${rank}``): IA3 has no rank, VeRA's is ``method.rank``. The run goes on."""
+    given = [o for o in HydraConfig.get().overrides.task if o.lstrip("+").split("=", 1)[0] == "rank"]
+    if not given or "${rank}" in OmegaConf.to_yaml(cfg.method):
+        return None
+    return (f"peftbench: note: rank={cfg.rank} is not read by method={cfg.method.name}: "
+            + (f"its own rank is method.rank (now {cfg.method.rank})" if "rank" in cfg.method else "it has no rank")
+            + "; the run goes on without it")
+
+
 def main() -> None:
     global _CLI_PID
     _CLI_PID = os.getpid()
     args = hydra_argv(sys.argv[1:])
-    message = check_override_keys(args) or check_results_dir_override(args)
+    message = check_override_keys(args) or check_results_dir_override(args) or check_plugins(args)
     if message:
         print(message, file=sys.stderr)
         sys.exit(2)

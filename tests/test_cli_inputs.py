@@ -53,6 +53,28 @@ def test_m_among_the_overrides_runs_a_sweep_and_a_rerun_says_all_were_done(tiny_
     assert len(list(csv.DictReader(open(results / "runs.csv")))) == 2
 
 
+def test_a_missing_launcher_plugin_names_the_extra_that_installs_it(monkeypatch):
+    import peftbench.__main__ as cli
+
+    monkeypatch.setitem(cli.PLUGINS, "hydra/launcher=ray", ("hydra_plugins.no_such_launcher", "ray"))
+    message = cli.check_plugins(["-m", "hydra/launcher=ray", "rank=2,4"])
+    assert "hydra/launcher=ray needs a Hydra plugin" in message and "pip install 'peftbench[ray]'" in message
+    assert cli.check_plugins(["hydra/launcher=joblib"]) is None  # installed in the dev environment
+    assert cli.check_plugins(["rank=4"]) is None
+
+
+def test_a_rank_the_method_does_not_read_is_noted(tiny_bert_dir, tmp_path):
+    base = [f"model.name={tiny_bert_dir}", f"results_dir={tmp_path / 'r'}", *FAST]
+    ia3 = run_cli(["method=ia3", "rank=4", *base], cwd=tmp_path)
+    assert ia3.returncode == 0, ia3.stderr
+    assert "peftbench: note: rank=4 is not read by method=ia3: it has no rank" in ia3.stderr
+    vera = run_cli(["method=vera", "rank=4", "method.rank=16", *base], cwd=tmp_path)
+    assert vera.returncode == 0, vera.stderr
+    assert "rank=4 is not read by method=vera: its own rank is method.rank (now 16)" in vera.stderr
+    lora = run_cli(["method=lora", "rank=4", *base], cwd=tmp_path)
+    assert lora.returncode == 0 and "note: rank" not in lora.stderr
+
+
 def test_a_job_that_repeats_another_of_its_sweep_is_named_as_such(tmp_path):
     from peftbench.callbacks import skipped_message
 
