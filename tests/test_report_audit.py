@@ -292,3 +292,29 @@ def test_a_runs_file_warning_is_one_clean_line_in_the_command_and_a_warning_in_t
                                 "interrupted write"]
     with pytest.warns(RunsFileWarning, match="torn by an interrupted write"):
         build_report(folder)
+
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "report.md"
+
+
+def test_the_docs_options_table_lists_every_option_of_the_help():
+    from peftbench.report.cli import _parser
+
+    text = DOCS.read_text(encoding="utf-8")
+    table = text[text.index("## Options"):].split("\n\n")[1]
+    options = [o for a in _parser()._actions for o in a.option_strings if o.startswith("--") and o != "--help"]
+    assert len(options) > 10
+    assert [o for o in options if not re.search(re.escape(o) + r"(?![\w-])", table)] == []
+
+
+def test_the_docs_show_setting_labels_as_the_report_prints_them(tmp_path):
+    settings = json.dumps({"alpha": 16.0, "dropout": 0.0, "rank": 8, "target_modules": None, "use_rslora": False},
+                          sort_keys=True, separators=(",", ":"))
+    folder = write_runs(tmp_path / "label", [make_run(method="lora", rank=8, lr=lr, method_settings=settings)
+                                             for lr in (0.0002, 0.001)]).parent
+    labels = build_report(folder).table["setting"].tolist()
+    docs = " ".join(DOCS.read_text(encoding="utf-8").split())
+    assert labels == ["alpha=16 dropout=0 rank=8 use_rslora=false lr=0.0002",
+                      "alpha=16 dropout=0 rank=8 use_rslora=false lr=0.001"]
+    assert f"`{labels[0]}`" in docs and f"† lora {labels[1]} (150 steps)" in docs
+    assert " r=8 " not in docs
