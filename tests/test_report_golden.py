@@ -17,9 +17,12 @@ Two parts of the output are not fixed and are compared with care:
   from scipy and may differ in the last digit between versions); the columns and every other cell
   must be equal.
 
-Two changes are deliberate: the column types now come from ``RunRecord`` (:data:`RETYPED`), and the
+Three changes are deliberate: the column types now come from ``RunRecord`` (:data:`RETYPED`); the
 text report keeps every column only with ``--wide`` (``wide=True``), as the stored text files were
-rendered; the default text report fits 120 columns (``test_report_terminal.py``).
+rendered, the default text report fitting 120 columns (``test_report_terminal.py``); and the
+confidence-interval note says that intervals are clipped to their metric's range, a clause removed
+before comparing (:func:`without_ci_clipping_note`; the stored runs' intervals all lie within range,
+so no number changes).
 """
 
 from __future__ import annotations
