@@ -100,7 +100,7 @@ def quantize_linear(base: nn.Module, config: QLoraConfig) -> nn.Module:
     if isinstance(base, bnb.nn.Linear4bit):
         if getattr(base.weight, "quant_state", None) is None:
             base.weight = base.weight.to(base.weight.device)  # bitsandbytes quantizes on the first move
-        return base
+        return no_cpu_repacking(base)
     fan_in_fan_out, in_features, out_features = linear_dims(base)
     weight = (base.weight.T if fan_in_fan_out else base.weight).detach().contiguous()
     compute_dtype = getattr(torch, config.compute_dtype) if config.compute_dtype else weight.dtype
@@ -111,6 +111,19 @@ def quantize_linear(base: nn.Module, config: QLoraConfig) -> nn.Module:
                                      compress_statistics=config.double_quant, quant_type=config.quant_type,
                                      module=layer).to(weight.device)
     layer.bias = base.bias
+    return no_cpu_repacking(layer)
+
+
+def no_cpu_repacking(layer: nn.Module) -> nn.Module:
+    """Turns off bitsandbytes' inference repacking on CPUs with AVX-512 BF16 (``Linear4bit.forward``,
+    bitsandbytes 0.50): a forward without gradients in eval mode rewrites the weight in place into a
+    CPU-only layout with bf16 block constants, whose matmul then has no autograd kernel. Measured on
+    such a CPU: the evaluation's output differed from training's by 0.3%, and a training step after
+    an evaluation (``train.eval_every``, ``train.eval_at_start``) gave the layer's input no gradient,
+    so the adapters below it stopped learning; layers narrower than a block (tiny test models)
+    failed outright. Every forward dequantizes to the compute dtype instead, as during training."""
+    if hasattr(layer, "support_avx512bf16_for_cpu"):
+        layer.support_avx512bf16_for_cpu = False
     return layer
 
 

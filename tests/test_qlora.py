@@ -230,3 +230,28 @@ def test_qlora_on_cuda_matches_cpu_and_quantizes_on_the_gpu():
     quantized_there = apply_method(copy.deepcopy(base).to("cuda"), "qlora", rank=4)  # quantized on the GPU
     torch.testing.assert_close(quantized_there.model.layers[0].self_attn.q_proj.base_weight().cpu(),
                                on_cpu.model.layers[0].self_attn.q_proj.base_weight(), atol=1e-6, rtol=0)
+
+
+def test_an_evaluation_leaves_the_4bit_layer_as_training_uses_it():
+    """bitsandbytes repacks a ``Linear4bit`` for CPU inference on AVX-512 BF16 processors (this
+    project's CI machines among them) at the first forward without gradients, after which its input
+    got no gradient; we turn that off (methods/qlora.py ``no_cpu_repacking``)."""
+    from peftbench.methods.qlora import quantize_linear
+
+    torch.manual_seed(0)
+    layer = quantize_linear(nn.Linear(128, 96, bias=False), QLoraConfig())
+    x = torch.randn(8, 128)
+    before = layer(x.clone().requires_grad_(True)).detach()
+    layer.eval()
+    with torch.no_grad():
+        evaluated = layer(x)
+    assert not getattr(layer.weight.quant_state, "packing_format_for_cpu", False)
+    torch.testing.assert_close(evaluated, before, atol=0, rtol=0)  # the same 4-bit matmul in both modes
+    layer.train()
+    inputs = x.clone().requires_grad_(True)
+    layer(inputs).sum().backward()
+    assert inputs.grad is not None and inputs.grad.abs().sum() > 0  # what reaches the adapters below it
+    # A layer narrower than a 64-value block (the tiny test models') evaluates too.
+    narrow = quantize_linear(nn.Linear(32, 32), QLoraConfig()).eval()
+    with torch.no_grad():
+        assert torch.isfinite(narrow(torch.randn(4, 32))).all()
