@@ -37,12 +37,12 @@ from peftbench.config import (
     SpectrumConfig,
     TrainConfig,
     WandbConfig,
-    check_results_dir,
     register_configs,
 )
 from peftbench.errors import ConfigError
 from peftbench.record import BUDGET_UNITS
 from peftbench.resources import CONFIG_PACKAGE, CONFIG_SEARCH_PATH, conf_dir, config_groups
+from peftbench.results_dir import check_results_dir
 
 register_configs()
 

@@ -6,7 +6,8 @@
 
 A bare word is never a Hydra override (those are ``key=value``, ``+key=value``, ``~key`` or a flag),
 so ``report`` and ``best`` as the first argument cannot shadow a run's arguments. This module
-imports neither Hydra nor torch: the report stays as quick to start as ``peftbench-report``.
+imports neither Hydra nor torch: the report stays as quick to start as ``peftbench-report``. The
+console script is :func:`peftbench.console.main`; ``python -m peftbench`` hands over here first.
 """
 
 from __future__ import annotations
@@ -34,11 +35,3 @@ def run_subcommand(argv: Sequence[str]) -> None:
               f"{', '.join(SUBCOMMANDS)}; without one, the arguments are a run's key=value overrides "
               "(python -m peftbench method=lora rank=8).", file=sys.stderr)
         sys.exit(2)
-
-
-def main() -> None:
-    """The ``peftbench`` console script."""
-    run_subcommand(sys.argv[1:])
-    from peftbench.__main__ import main as run_benchmark  # Hydra and torch load only for a run
-
-    run_benchmark()

@@ -41,7 +41,7 @@ from peftbench.api import (
 )
 from peftbench.baseline import majority_baseline
 from peftbench.budget import BatchPlan
-from peftbench.config import RECIPE_KEYS, SCHEDULES, Validated, check_results_dir, validate
+from peftbench.config import RECIPE_KEYS, SCHEDULES, Validated, validate
 from peftbench.contention import Contention, ContentionMeter
 from peftbench.errors import ConfigError
 from peftbench.live import NullLogger, RunLogger, start_logger
@@ -60,6 +60,7 @@ from peftbench.measure import (
 from peftbench.models import load_model_with_info
 from peftbench.progress import Progress
 from peftbench.record import RunRecord
+from peftbench.results_dir import check_results_dir
 from peftbench.sinks import save_record
 from peftbench.speed import StageTimer, autocast, compile_model, compile_seconds, used_precision
 from peftbench.tasks import TaskData, infer_label_names, load_task, use_label_names

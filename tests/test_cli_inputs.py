@@ -12,8 +12,9 @@ import tempfile
 import pytest
 
 from peftbench.__main__ import hydra_argv, print_job_config
-from peftbench.config import TaskConfig, check_results_dir, validate
+from peftbench.config import TaskConfig, validate
 from peftbench.errors import ConfigError
+from peftbench.results_dir import check_results_dir
 from peftbench.tasks import infer_label_names
 from tests.conftest import run_cli
 from tests.test_models import compose_run, one_torch_thread  # noqa: F401 (autouse)
