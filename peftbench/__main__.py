@@ -41,7 +41,7 @@ from peftbench.config import (
 )
 from peftbench.errors import ConfigError
 from peftbench.record import BUDGET_UNITS
-from peftbench.resources import CONFIG_PACKAGE, CONFIG_SEARCH_PATH, conf_dir, config_groups
+from peftbench.resources import CONFIG_PACKAGE, CONFIG_SEARCH_PATH, config_groups, shipped_config
 from peftbench.results_dir import check_results_dir
 
 register_configs()
@@ -201,8 +201,8 @@ def chosen_options(args: list[str], group: str) -> list[str]:
     """The options of ``group`` the arguments choose (``method=lora,ia3``: both), else the default."""
     chosen = [a.split("=", 1)[1] for a in args if a.lstrip("+").startswith(f"{group}=")]
     if not chosen:
-        defaults = OmegaConf.load(conf_dir() / "config.yaml").get("defaults", [])
-        chosen = [str(d[group]) for d in defaults if isinstance(d, DictConfig) and group in d][:1]
+        defaults = shipped_config("config.yaml").get("defaults", [])
+        chosen = [str(d[group]) for d in defaults if isinstance(d, dict) and group in d][:1]
     value = chosen[-1] if chosen else ""
     if not re.fullmatch(r"[\w.-]+(,[\w.-]+)*", value):
         return []  # a sweep function (choice(...), glob(...)): Hydra checks each job
@@ -212,10 +212,9 @@ def chosen_options(args: list[str], group: str) -> list[str]:
 def option_keys(group: str, option: str, depth: int = 0) -> list[str] | None:
     """The keys an option of a group holds: its YAML's own and its schema's (``/schema/<group>@_here_``),
     following ``defaults`` to another option of the group; None for an option that is not shipped."""
-    path = conf_dir() / group / f"{option}.yaml"
-    if not path.is_file() or depth > 5:
+    data = shipped_config(f"{group}/{option}.yaml")
+    if data is None or depth > 5:
         return None
-    data = OmegaConf.to_container(OmegaConf.load(path))
     keys = [k for k in data if k != "defaults"]
     for entry in data.get("defaults", []):
         if isinstance(entry, dict) and f"/schema/{group}@_here_" in entry:

@@ -30,3 +30,15 @@ def config_group(group: str) -> list[str]:
 def config_groups() -> list[str]:
     """The top-level config groups (``budget``, ``method``, ``model``, ``task``, ``hydra``)."""
     return sorted(p.name for p in conf_dir().iterdir() if p.is_dir() and not p.name.startswith("__"))
+
+
+@functools.cache
+def shipped_config(relative: str) -> dict | None:
+    """A shipped config file (``config.yaml``, ``method/lora.yaml``) as written, interpolations
+    unresolved (``rank: ${rank}``); None where no such file ships. Cached: callers must not change it."""
+    import yaml
+
+    path = conf_dir() / relative
+    if not path.is_file():
+        return None
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}

@@ -8,23 +8,17 @@ import json
 import math
 from typing import Any
 
-import yaml
-
 from peftbench.report.groups import setting_label
-from peftbench.resources import conf_dir, config_group
+from peftbench.resources import config_group, shipped_config
 
 DEFAULTS_LABEL = "defaults"
 """The short label of a setting that is exactly its method's defaults."""
 
 
-@functools.cache
 def shipped_method_config(method: str) -> dict[str, Any]:
     """``conf/method/<method>.yaml`` as shipped, interpolations unresolved (``rank: ${rank}``);
     empty for a method without a config file."""
-    path = conf_dir() / "method" / f"{method}.yaml"
-    if not method or not path.is_file():
-        return {}
-    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return (shipped_config(f"method/{method}.yaml") if method else None) or {}
 
 
 @functools.cache
@@ -38,7 +32,7 @@ def method_defaults(method: str) -> dict[str, Any]:
     shipped = shipped_method_config(method)
     if not shipped:
         return {}
-    top = yaml.safe_load((conf_dir() / "config.yaml").read_text(encoding="utf-8")) or {}
+    top = shipped_config("config.yaml") or {}
     out = {}
     for key, value in shipped.items():
         if key == "defaults":

@@ -135,10 +135,9 @@ def significance(table: pd.DataFrame, *, alpha: float = ALPHA, level: float = CI
         verdict[others] = np.where(p_value[others] >= alpha, "tied", "worse")
         verdict[np.unique(best[best >= 0])] = "best"
     if "metric" in table.columns:
-        metric = table["metric"].astype("str").to_numpy()
-        floor = np.array([METRIC_RANGES.get(m, (-math.inf, math.inf))[0] for m in metric], dtype="float64")
-        ceiling = np.array([METRIC_RANGES.get(m, (-math.inf, math.inf))[1] for m in metric], dtype="float64")
-        low, high = np.maximum(low, floor), np.minimum(high, ceiling)  # NaN stays NaN
+        bounds = np.array([METRIC_RANGES.get(m, (-math.inf, math.inf)) for m in table["metric"].astype("str")],
+                          dtype="float64").reshape(-1, 2)
+        low, high = np.maximum(low, bounds[:, 0]), np.minimum(high, bounds[:, 1])  # NaN stays NaN
     table["score_ci_low"] = low
     table["score_ci_high"] = high
     table["vs_best"] = verdict.astype(str)

@@ -173,10 +173,8 @@ def format_sweep_table(results_dir: str | os.PathLike[str], sweep_id: str) -> st
         advice = []
         if unsearched:  # a search runs one method: one command each, as the full report gives them
             commands = [f"`{search_command(m, _settings_of(lost_rows, m))}`" for m in unsearched]
-            advice.append("the learning rate or the budget is the likely cause, search one with " + commands[0]
-                          if len(commands) == 1 else
-                          "the learning rate or the budget is the likely cause, search one for each of them: "
-                          + ", ".join(commands))
+            advice.append("the learning rate or the budget is the likely cause, search one "
+                          + ("with " if len(commands) == 1 else "for each of them: ") + ", ".join(commands))
         if len(hopeless) < len(searched):
             advice.append("other learning rates of this sweep did better: its best trial is what counts")
         if hopeless:
