@@ -46,6 +46,32 @@ from peftbench.results_dir import check_results_dir
 
 register_configs()
 
+
+def help_groups() -> str:
+    """The ``--help`` list of config groups (``group: option, ...``), as Hydra's ``$APP_CONFIG_GROUPS``
+    writes it but without Hydra's own groups and the ``schema/*`` groups, which hold the typed
+    schemas the options build on (``/schema/method@_here_``) and are not choices for a user."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.object_type import ObjectType
+
+    loader = GlobalHydra.instance().config_loader()
+
+    def groups(parent: str) -> list[str]:
+        found = []
+        for name in loader.list_groups(parent):
+            group = f"{parent}/{name}" if parent else name
+            if group in ("hydra", "schema"):
+                continue
+            if loader.get_group_options(group, ObjectType.CONFIG):
+                found.append(group)
+            found += groups(group)
+        return found
+
+    return "\n".join(f"{g}: {', '.join(sorted(loader.get_group_options(g)))}" for g in sorted(groups("")))
+
+
+OmegaConf.register_new_resolver("peftbench_help_groups", help_groups, replace=True)  # conf/config.yaml's help
+
 FAILED_TRIAL_SCORE = float("-inf")
 """What a multirun job returns for a failed run: the worst score, so a maximizing sweeper goes on."""
 

@@ -68,3 +68,9 @@ def test_the_help_names_the_sub_commands():
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("peftbench:")
     assert "peftbench report" in done.stdout and "peftbench best" in done.stdout
+    # The groups a user chooses from, each with its options; not the internal schema/* groups.
+    groups = done.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    names = [line.split(":")[0] for line in groups.splitlines() if ": " in line]
+    assert names == ["budget", "method", "model", "task"]
+    assert "lora, oft, peft" in groups and "schema/" not in done.stdout
+    assert done.stdout.rstrip().endswith("Hydra's own options: --hydra-help.")
