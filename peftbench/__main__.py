@@ -14,34 +14,25 @@ if __name__ == "__main__":
 
     run_subcommand(sys.argv[1:])  # exits when the first argument names a sub-command
 
-import difflib
 import json
 import math
 import os
-import re
 import textwrap
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import hydra
-from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from peftbench.callbacks import SKIPPED_NOTE, SWEEP_ID_ENV
-from peftbench.config import (
-    ForgettingConfig,
-    RunConfig,
-    SpectrumConfig,
-    TrainConfig,
-    WandbConfig,
-    register_configs,
-)
+from peftbench.config import register_configs
 from peftbench.errors import ConfigError
+from peftbench.overrides import check_override_keys, check_override_values
 from peftbench.record import BUDGET_UNITS
-from peftbench.resources import CONFIG_PACKAGE, CONFIG_SEARCH_PATH, config_groups, shipped_config
+from peftbench.resources import CONFIG_PACKAGE, CONFIG_SEARCH_PATH
 from peftbench.results_dir import check_results_dir
 
 register_configs()
@@ -163,97 +154,6 @@ def mark_skipped(job_dir: Path, done: dict[str, str]) -> None:
     (job_dir / SKIPPED_NOTE).write_text(json.dumps(note), encoding="utf-8")
 
 
-# Top-level keys whose own keys we check before Hydra starts, for a message that lists the choices.
-NESTED = {"train": TrainConfig, "wandb": WandbConfig, "forgetting": ForgettingConfig, "spectrum": SpectrumConfig}
-# Config groups whose keys depend on the option chosen (method=houlsby has no rank): checked against
-# the chosen option's schema, read from the shipped YAML (a user's --config-dir option is left to Hydra).
-GROUP_NODES = ("method", "model", "task")
-
-
-def global_groups() -> list[str]:
-    """Config groups that set keys of other nodes (``budget=tokens`` sets ``train.*``) and are no key themselves."""
-    return [g for g in config_groups() if g not in {f.name for f in fields(RunConfig)} | {"hydra"}]
-
-
-def check_override_keys(args: list[str]) -> str | None:
-    """An error message for a ``key=value`` argument whose key does not exist, else None.
-
-    ``+key=value`` (Hydra's "add a key") is checked too where the node is one of ours: a typo such as
-    ``+method.alpah=32`` would otherwise be added beside ``alpha`` and silently ignored.
-    """
-    top_keys = [f.name for f in fields(RunConfig)] + global_groups()
-    for arg in args:
-        added = arg.startswith("+")
-        if arg.startswith(("-", "~")) or "=" not in arg:
-            continue
-        key = arg.split("=", 1)[0].lstrip("+")
-        parts = key.split(".")
-        if "/" in key or "@" in key or parts[0] == "hydra" or (added and parts[0] not in top_keys):
-            continue  # `+group=option` may name a group of the user's own --config-dir
-        if parts[0] not in top_keys:
-            return _unknown(key, arg, top_keys, "top-level keys")
-        if len(parts) != 2:
-            continue
-        if parts[0] in NESTED:
-            allowed = [f.name for f in fields(NESTED[parts[0]])]
-            if parts[1] not in allowed:
-                return _unknown(key, arg, [f"{parts[0]}.{a}" for a in allowed], f"keys of {parts[0]}")
-        if parts[0] in GROUP_NODES:
-            for option in chosen_options(args, parts[0]):
-                allowed = option_keys(parts[0], option)
-                if allowed is not None and parts[1] not in allowed:
-                    return _unknown(key, arg, [f"{parts[0]}.{a}" for a in allowed],
-                                    f"keys of {parts[0]}={option}")
-    return None
-
-
-def _unknown(key: str, arg: str, allowed: list[str], what: str) -> str:
-    if "." in allowed[0]:  # a node's keys: the closest of its own names
-        node = allowed[0].rsplit(".", 1)[0]
-        close = [f"{node}.{c}" for c in difflib.get_close_matches(key.rsplit(".", 1)[-1],
-                                                                [a.rsplit(".", 1)[-1] for a in allowed], n=1)]
-    else:  # a top-level key, or a node's name mistyped (trian.steps)
-        close = difflib.get_close_matches(key, allowed, n=1) or [
-            f"{c}.{key.split('.', 1)[1]}" for c in difflib.get_close_matches(key.split(".")[0], allowed, n=1)
-            if "." in key]
-    hint = f" Did you mean {close[0]}?" if close else ""
-    where = ("" if "." in allowed[0] else " Settings of the method, model and task go under their node, e.g. "
-             "method.alpha=32, model.name=<hub id>, task.eval_split=test.")
-    return f"peftbench: unknown config key {key!r} (in the argument {arg!r}).{hint} The {what} are: " \
-           f"{', '.join(allowed)}.{where}"
-
-
-def chosen_options(args: list[str], group: str) -> list[str]:
-    """The options of ``group`` the arguments choose (``method=lora,ia3``: both), else the default."""
-    chosen = [a.split("=", 1)[1] for a in args if a.lstrip("+").startswith(f"{group}=")]
-    if not chosen:
-        defaults = shipped_config("config.yaml").get("defaults", [])
-        chosen = [str(d[group]) for d in defaults if isinstance(d, dict) and group in d][:1]
-    value = chosen[-1] if chosen else ""
-    if not re.fullmatch(r"[\w.-]+(,[\w.-]+)*", value):
-        return []  # a sweep function (choice(...), glob(...)): Hydra checks each job
-    return value.split(",")
-
-
-def option_keys(group: str, option: str, depth: int = 0) -> list[str] | None:
-    """The keys an option of a group holds: its YAML's own and its schema's (``/schema/<group>@_here_``),
-    following ``defaults`` to another option of the group; None for an option that is not shipped."""
-    data = shipped_config(f"{group}/{option}.yaml")
-    if data is None or depth > 5:
-        return None
-    keys = [k for k in data if k != "defaults"]
-    for entry in data.get("defaults", []):
-        if isinstance(entry, dict) and f"/schema/{group}@_here_" in entry:
-            schema = ConfigStore.instance().load(f"schema/{group}/{entry[f'/schema/{group}@_here_']}.yaml")
-            keys += list(schema.node.keys())
-        elif isinstance(entry, str) and entry != "_self_":
-            inherited = option_keys(group, entry, depth + 1)
-            if inherited is None:
-                return None
-            keys += inherited
-    return list(dict.fromkeys(keys))
-
-
 MULTIRUN_FLAGS = ("-m", "--multirun")
 
 
@@ -338,8 +238,12 @@ def print_job_config(args: list[str]) -> int:
     config_dirs = [os.path.abspath(d) for d in _flag_values(args, ("--config-dir", "-cd"))]
     if config_dirs:  # the user's own config folders, as Hydra adds them for a run
         overrides.append("hydra.searchpath=[" + ",".join(f"file://{d}" for d in config_dirs) + "]")
-    with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+    try:
+        with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
+            cfg = compose("config", overrides=overrides)
+    except HydraException as err:  # what Hydra's own --cfg prints, without our printer's traceback
+        print(f"peftbench: {err}", file=sys.stderr)
+        return 2
     config = OmegaConf.to_container(cfg, resolve=True)
     config.pop("hydra", None)
     task = config.get("task") or {}
@@ -403,7 +307,7 @@ def main() -> None:
     global _CLI_PID
     _CLI_PID = os.getpid()
     args = hydra_argv(sys.argv[1:])
-    message = check_override_keys(args) or check_results_dir_override(args) or check_plugins(args)
+    message = check_override_keys(args) or check_override_values(args) or check_results_dir_override(args) or check_plugins(args)
     if message:
         print(message, file=sys.stderr)
         sys.exit(2)

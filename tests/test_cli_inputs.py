@@ -120,6 +120,12 @@ def test_cfg_job_is_resolved_shows_the_budget_and_only_this_tasks_keys(capsys):
     assert "digits: 3" in yaml and "min_abs_rating" not in yaml and "num_labels" not in yaml
 
 
+def test_cfg_job_of_a_sweep_without_multirun_says_what_hydra_says_without_a_traceback(capsys):
+    assert print_job_config(["rank=2,4"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("peftbench: Ambiguous value for argument 'rank=2,4'") and "--multirun" in err
+
+
 def test_a_results_dir_under_a_file_is_refused_before_anything_runs(tmp_path):
     blocker = tmp_path / "afile"
     blocker.write_text("x")

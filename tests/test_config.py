@@ -95,7 +95,7 @@ def test_bad_values_are_refused_with_the_key(overrides, key):
     ("task=nosuch", ["task/nosuch", "vader", "sst2"]),
     ("rank=0", ["rank", "positive integer"]),
     ("rank=-3", ["rank", "positive integer"]),
-    ("rank=abc", ["rank=abc", "Integer"]),
+    ("rank=abc", ["rank=abc", "rank takes a whole number"]),
     ("model.name=nosuch/model", ["model.name='nosuch/model'", "minilm"]),
     ("nosuchkey=1", ["nosuchkey", "top-level keys are: method, model, task, rank"]),
     ("train.lrr=1", ["train.lrr", "Did you mean train.lr?"]),
@@ -141,6 +141,39 @@ def test_override_keys_are_checked_against_the_chosen_options_schema(args, refus
         assert message is None, message
     else:
         assert message is not None and refused in message and "method.reduction_factor" in message
+
+
+@pytest.mark.parametrize("args,refused", [
+    (["train.lr=abc"], "train.lr takes a number (for example 3e-4), or null, and 'abc' is not one"),
+    (["train.steps=1.5"], "train.steps takes a whole number"),
+    (["train.compile=maybe"], "train.compile takes true or false"),
+    (["rank=4,x", "-m"], "rank=x is refused: rank takes a whole number"),  # every value of a sweep
+    (["method=houlsby", "method.reduction_factor=abc"], "(under method=houlsby) takes a whole number"),
+    (["task.extra_eval_splits=3"], "task.extra_eval_splits takes a list in brackets ([a,b])"),
+    (["model.trust_remote_code=perhaps"], "model.trust_remote_code takes true or false"),
+    (["forgetting.enabled=sometimes"], "forgetting.enabled takes true or false"),
+    (["train.lr=3e-4", "rank=2,4,8", "train.compile=true", "seed=range(3)", "-m"], None),
+    (["train.lr=tag(log,interval(1e-5,1e-1))", "-m"], None),  # a search's interval: Hydra draws from it
+    (["method.target_modules=[query,value]", "train.lr=null", "model.dtype=bfloat16"], None),
+    (["method=peft", "+method.options.r=x"], None),  # inside a free-form dict: the bridge checks it
+    (["train.lr=${oc.env:LR}"], None),  # an interpolation, resolved later
+    (["model=nosuch", "method=nosuch"], None),  # a group's option: Hydra lists the options
+])
+def test_override_values_are_checked_against_the_keys_type(args, refused):
+    from peftbench.overrides import check_override_values
+
+    message = check_override_values(args)
+    if refused is None:
+        assert message is None, message
+    else:
+        assert message is not None and message.startswith("peftbench: ") and refused in message, message
+
+
+def test_a_wrongly_typed_value_is_refused_before_hydra_starts(tmp_path):
+    proc = run_cli(["train.lr=abc", f"results_dir={tmp_path / 'results'}"], cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert "train.lr takes a number" in proc.stderr and "Traceback" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "results").exists()  # nothing was started
 
 
 @pytest.mark.parametrize("override,key,hint", [
