@@ -307,7 +307,8 @@ def main() -> None:
     global _CLI_PID
     _CLI_PID = os.getpid()
     args = hydra_argv(sys.argv[1:])
-    message = check_override_keys(args) or check_override_values(args) or check_results_dir_override(args) or check_plugins(args)
+    message = (check_override_keys(args) or check_override_values(args) or check_results_dir_override(args)
+               or check_plugins(args))
     if message:
         print(message, file=sys.stderr)
         sys.exit(2)

@@ -51,12 +51,11 @@ def check_override_keys(args: list[str]) -> str | None:
     """
     top_keys = [f.name for f in fields(RunConfig)] + global_groups()
     for arg in args:
-        added = arg.startswith("+")
-        if arg.startswith(("-", "~")) or "=" not in arg:
+        key = override_key(arg)
+        if key is None:
             continue
-        key = arg.split("=", 1)[0].lstrip("+")
         parts = key.split(".")
-        if "/" in key or "@" in key or parts[0] == "hydra" or (added and parts[0] not in top_keys):
+        if arg.startswith("+") and parts[0] not in top_keys:
             continue  # `+group=option` may name a group of the user's own --config-dir
         if parts[0] not in top_keys:
             return _unknown(key, arg, top_keys, "top-level keys")
@@ -73,6 +72,15 @@ def check_override_keys(args: list[str]) -> str | None:
                     return _unknown(key, arg, [f"{parts[0]}.{a}" for a in allowed],
                                     f"keys of {parts[0]}={option}")
     return None
+
+
+def override_key(arg: str) -> str | None:
+    """The key a ``key=value`` (or ``+key=value``) argument sets; None for a flag, a deletion
+    (``~key``), a group path (``hydra/launcher=...``, ``group@pkg=...``) or a ``hydra.`` key."""
+    if arg.startswith(("-", "~")) or "=" not in arg:
+        return None
+    key = arg.split("=", 1)[0].lstrip("+")
+    return None if "/" in key or "@" in key or key.split(".")[0] == "hydra" else key
 
 
 def _unknown(key: str, arg: str, allowed: list[str], what: str) -> str:
@@ -120,7 +128,6 @@ def option_keys(group: str, option: str, depth: int = 0) -> list[str] | None:
                 return None
             keys += inherited
     return list(dict.fromkeys(keys))
-
 
 
 def option_schema(group: str, option: str, depth: int = 0) -> str | None:
@@ -179,16 +186,15 @@ def check_override_values(args: list[str]) -> str | None:
 
     parser = None
     for arg in args:
-        if arg.startswith(("-", "~")) or "=" not in arg:
-            continue
-        key = arg.split("=", 1)[0].lstrip("+")
-        parts = key.split(".")
-        if "/" in key or "@" in key or parts[0] == "hydra" or len(parts) > 2:
+        key = override_key(arg)
+        parts = key.split(".") if key is not None else []
+        if not parts or len(parts) > 2:
             continue
         if len(parts) == 1 and parts[0] in config_groups():
             continue  # a group's option (model=nosuch): Hydra lists the options
         node, name = (parts[0], parts[1]) if len(parts) == 2 else ("", parts[0])
-        nodes = [(label, cls) for label, cls in typed_nodes(args, node) if name in typing.get_type_hints(cls)]
+        hinted = [(label, cls, typing.get_type_hints(cls)) for label, cls in typed_nodes(args, node)]
+        nodes = [(label, cls, hints[name]) for label, cls, hints in hinted if name in hints]
         if not nodes:
             continue
         parser = parser or OverridesParser.create()
@@ -203,8 +209,7 @@ def check_override_values(args: list[str]) -> str | None:
             values = value.list
         else:
             values = [value]
-        for label, cls in nodes:
-            hint = typing.get_type_hints(cls)[name]
+        for label, cls, hint in nodes:
             node_cfg = OmegaConf.structured(cls)
             for one in values:
                 try:
