@@ -120,7 +120,7 @@ def snapshot(model: nn.Module, method: str, cfg: SpectrumConfig) -> Snapshot | N
     if spec.param_prefix is not None:
         return Snapshot(method, names, from_layers=not spec.mergeable)
     folder = tempfile.TemporaryDirectory(prefix="peftbench-w0-")
-    params = dict(model.named_parameters())
+    params = dict(model.named_parameters(remove_duplicate=False))  # a tied lm_head keeps its own name
     for name in names:  # one tensor at a time: the snapshot never holds a second copy in memory
         params[name].detach().float().cpu().numpy().tofile(Path(folder.name) / f"{name}.bin")
     return Snapshot(method, names, folder)
@@ -151,7 +151,7 @@ def update_deltas(model: nn.Module, snap: Snapshot) -> list[tuple[str, torch.Ten
             delta = layer.delta_weight().detach().float().cpu()
             deltas.append((name, delta.T if getattr(layer, "fan_in_fan_out", False) else delta))
         return deltas
-    params = dict(model.named_parameters())
+    params = dict(model.named_parameters(remove_duplicate=False))  # a tied lm_head keeps its own name
     if snap.folder is not None:
         return [(n, params[n].detach().float().cpu() - snap.base(n, params[n])) for n in snap.names]
     before = {n: params[n].detach().float().cpu().clone() for n in snap.names}

@@ -43,6 +43,25 @@ def test_lora_update_has_effective_rank_at_most_its_rank(rank):
         torch.testing.assert_close(p, weights_before[n])
 
 
+def test_lora_on_a_tied_lm_head_measures_its_update():
+    """SmolLM2 and GPT-2 tie lm_head to the input embeddings: the tied weight is still watched by
+    the lm_head's own name (it used to raise KeyError 'lm_head.weight' at the end of the run)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=48, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model = apply_method(LlamaForCausalLM(cfg), "lora", rank=2, target_modules=["lm_head"])
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    with torch.no_grad():
+        model.lm_head.lora_B.normal_()
+    embeddings_before = model.model.embed_tokens.weight.detach().clone()
+    result = spectrum.measure(model, spectrum.snapshot(model, "lora", SpectrumConfig()), SpectrumConfig())
+    assert [lay["name"] for lay in result.layers] == ["lm_head.weight"]
+    assert 1.0 < result.layers[0]["effective_rank"] <= 2 + 1e-6
+    torch.testing.assert_close(model.model.embed_tokens.weight, embeddings_before)  # unmerged again
+
+
 def test_qlora_which_cannot_merge_gives_its_update_layer_by_layer():
     pytest.importorskip("bitsandbytes")
     model = apply_method(tiny_models.bert().model(), "qlora", rank=2)
