@@ -280,13 +280,15 @@ def matmul_parameters(model: nn.Module) -> tuple[int, int]:
     """``(all, trainable)`` elements of the parameters that act as matrix-multiply weights.
 
     That is every parameter with two or more dimensions except embedding tables (a lookup, not a
-    matmul); vectors (biases, norms, IA3 scales) cost O(1) per element and are left out, as in the
+    matmul), unless another module also multiplies by the table (a tied ``lm_head``); vectors (biases, norms, IA3 scales) cost O(1) per element and are left out, as in the
     usual 6N estimate. Shared tensors count once; a quantized weight counts the elements it stands
     for (:func:`parameter_numel`). A module that multiplies by frozen matrices it does not own as
     parameters (VeRA's shared random ``A`` and ``B``, used by every layer) says how many elements
     one token goes through in an ``extra_matmul_elements()`` method; they count as frozen weights.
     """
     lookups = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    lookups -= {id(w) for m in model.modules() if not isinstance(m, nn.Embedding)
+                if (w := m._parameters.get("weight")) is not None}  # tied output embeddings
     # A prompt's positions are inputs (what :func:`prepended_positions` counts), not weights.
     lookups |= {id(p) for m in model.modules() if hasattr(m, "extra_positions_per_sample") for p in m.parameters()}
     total = trainable = 0

@@ -137,6 +137,44 @@ def test_flops_formula_agrees_with_torch_flop_counter(method, settings):
     assert predicted == pytest.approx(counted, rel=0.12)
 
 
+def _tiny_tied_causal_lm():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)  # a vocabulary large against the width, as in SmolLM2: the head matters
+    config = LlamaConfig(vocab_size=512, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, intermediate_size=128, tie_word_embeddings=True)
+    return LlamaForCausalLM(config)
+
+
+@pytest.mark.parametrize("method,settings", [("full", {}), ("lora", {"rank": 8})])
+def test_flops_formula_counts_a_tied_lm_head_as_a_matmul(method, settings):
+    """The lm_head shares the embedding table but multiplies by it: it is a matmul weight."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from peftbench import apply_method
+    from peftbench.measure import matmul_parameters, train_flops_per_token
+
+    model = apply_method(_tiny_tied_causal_lm(), method, **settings)
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    total, _ = matmul_parameters(model)
+    assert total >= 512 * 64 + sum(p.numel() for n, p in model.named_parameters()
+                                   if p.dim() == 2 and n.startswith("model.layers."))
+    batch, seq = 4, 8
+    inputs = {"input_ids": torch.randint(1, 512, (batch, seq))}
+    with FlopCounterMode(display=False) as counter:
+        model(**inputs).logits.float().pow(2).mean().backward()
+    assert train_flops_per_token(model) * batch * seq == pytest.approx(counter.get_total_flops(), rel=0.12)
+
+
+def test_lora_on_a_tied_lm_head_adds_its_factors_to_the_head_it_counts():
+    from peftbench import apply_method
+    from peftbench.measure import matmul_parameters
+
+    base, _ = matmul_parameters(_tiny_tied_causal_lm())
+    head = apply_method(_tiny_tied_causal_lm(), "lora", rank=8, target_modules=["lm_head"])
+    assert matmul_parameters(head) == (base + 8 * (64 + 512), 8 * (64 + 512))
+
+
 def test_flops_formula_is_6n_for_full_and_about_4n_for_a_frozen_base():
     from peftbench import apply_method
     from peftbench.measure import matmul_parameters, train_flops_per_token
