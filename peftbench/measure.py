@@ -86,6 +86,24 @@ class MemoryMeter:
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
 
+    def restart_peak(self) -> None:
+        """Starts the peak again from what is held now: what came before (loading the pretrained
+        model, which the first run of a process does from disk and later ones from the cache, and
+        the forgetting probe's pass over it, which only the first run makes) is left out of every
+        run alike, while what is still held (the model) stays in."""
+        gc.collect()
+        if self.device.type == "cuda":
+            synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        if self._kernel_peak:
+            try:
+                with open(CLEAR_REFS, "w") as f:
+                    f.write("5")
+            except OSError:  # it worked at the start; if not now, the peak keeps what came before
+                pass
+        else:
+            self._sampled_peak = psutil.Process().memory_info().rss
+
     def _sample(self) -> None:
         process = psutil.Process()
         while not self._stop.wait(self.interval_s):

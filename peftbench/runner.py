@@ -142,8 +142,11 @@ def run(cfg: DictConfig, sweep_id: str = "") -> RunRecord:
         with stages("load"):
             probe = forgetting.Probe(checked.run.forgetting, checked.run.task.kind == "causal_lm", device)
             memo = cache.base_states_memo(checked.run, device)  # once per process for the same base model
-            model, tokenizer = build_model(checked, device, record,
-                                           before_method=functools.partial(probe.take_base, memo=memo))
+            def before_method(pretrained: nn.Module, tok: Any) -> None:
+                probe.take_base(pretrained, tok, memo=memo)
+                memory.restart_peak()  # every run of a sweep measured from here: load and probe left out
+
+            model, tokenizer = build_model(checked, device, record, before_method=before_method)
         with stages("data"):  # tokenised once per process for the same tokenizer and settings
             data = cache.load_task(checked.run.task, checked.run.model, tokenizer, checked.run.train,
                                    checked.run.eval_on, loader=load_task)

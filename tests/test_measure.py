@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+
+import psutil
 import pytest
 import torch
 
@@ -210,3 +213,23 @@ def test_throughput_pause_leaves_evaluation_out():
     meter.end()
     assert meter.elapsed_s == pytest.approx(4.0)
     assert meter.samples_per_s == pytest.approx(10.0)
+
+
+@pytest.mark.skipif(read_peak_rss_bytes() is None, reason="needs Linux /proc/self/status")
+@pytest.mark.parametrize("kernel_counter", [True, False])
+def test_restarting_the_peak_leaves_out_what_came_before_and_keeps_what_is_held(kernel_counter, monkeypatch):
+    if not kernel_counter:
+        monkeypatch.setattr("peftbench.measure.CLEAR_REFS", "/nonexistent/clear_refs")
+    meter = MemoryMeter(torch.device("cpu"), interval_s=0.001)
+    meter.start()
+    held = _allocate_and_touch(100 * MB)
+    big = _allocate_and_touch(400 * MB)
+    del big
+    time.sleep(0.05)
+    meter.restart_peak()
+    small = _allocate_and_touch(20 * MB)
+    time.sleep(0.05)
+    peak = meter.stop().peak_rss_bytes
+    rss = psutil.Process().memory_info().rss
+    assert rss - 20 * MB <= peak < rss + 200 * MB  # the 100 MB held is in, the 400 MB gone before is not
+    del held, small

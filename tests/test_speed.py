@@ -282,3 +282,28 @@ def test_the_base_models_reference_states_are_taken_once_per_process(tiny_bert_d
     assert len(passes) == 3  # base once, then each run's tuned model
     assert first.representation_drift is not None and second.representation_drift is not None
     cache.clear()
+
+
+@pytest.mark.skipif(__import__("peftbench.measure", fromlist=["x"]).read_peak_rss_bytes() is None,
+                    reason="needs Linux's peak-RSS counter")
+def test_the_memory_peak_leaves_out_the_load_and_the_probes_base_pass(tiny_bert_dir, tmp_path, monkeypatch):
+    """Only the first run of a process makes the probe's pass over the pretrained model (a causal
+    LM's full-vocabulary logits: ~1.2 GiB on SmolLM2): the peak starts after it in every run, so
+    the runs of a sweep are measured over the same stages."""
+    from peftbench import forgetting
+    from peftbench.runner import run
+    from tests.test_models import compose_run
+
+    common = [f"model.name={tiny_bert_dir}", f"results_dir={tmp_path}", "wandb.mode=disabled", *FAST]
+    take_base = forgetting.Probe.take_base
+    quiet = run(compose_run([*common, "method=lora"]))
+
+    def heavy_base_pass(self, *args, **kwargs):  # as a big pass over the pretrained model would
+        transient = torch.ones(400 * 2**20 // 4)
+        del transient
+        return take_base(self, *args, **kwargs)
+
+    monkeypatch.setattr(forgetting.Probe, "take_base", heavy_base_pass)
+    heavy = run(compose_run([*common, "method=lora", "seed=1"]))
+    assert quiet.status == heavy.status == "success"
+    assert abs(heavy.peak_rss_bytes - quiet.peak_rss_bytes) < 150 * 2**20
