@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -564,6 +565,22 @@ def unknown_keys(node: DictConfig, path: str = "") -> tuple[str, list[str]] | No
     return None
 
 
+def _under_method_node(message: str, cfg: DictConfig) -> str:
+    """A method's own check names its setting bare (``reduction_factor must be ...``), as methods/
+    knows nothing of the config tree; on the command line that setting is ``method.<name>``.
+
+    ``rank`` stays bare: the top-level ``rank`` is what a user sets, and ``method.rank`` follows it.
+    """
+    try:
+        fields = {f.name for f in dataclasses.fields(methods.get_method(cfg.method.name).config_cls)}
+    except Exception:  # an unknown method's message is already about method=...
+        return message
+    first = re.match(r"[A-Za-z_]\w*", message)
+    if first and first.group() in fields - {"rank"} and not message.startswith("method."):
+        return f"method.{message}"
+    return message
+
+
 def validate(cfg: DictConfig) -> Validated:
     """Checks every value of a composed config; raises :class:`ConfigError` naming the bad key."""
     if found := unknown_keys(cfg):
@@ -574,7 +591,9 @@ def validate(cfg: DictConfig) -> Validated:
                           + (f" (did you mean {close[0]!r}?)" if close else "") + f"; its keys are: {', '.join(allowed)}")
     try:
         run = OmegaConf.to_object(cfg)
-    except (ConfigError, methods.MethodConfigError) as err:
+    except methods.MethodConfigError as err:
+        raise ConfigError(_under_method_node(str(err), cfg)) from None
+    except ConfigError as err:
         raise ConfigError(str(err)) from None
     except OmegaConfBaseException as err:
         raise ConfigError(str(err).split("\n")[0] + f" (key: {getattr(err, 'full_key', '?')})") from None

@@ -31,7 +31,8 @@ def check_results_dir(results_dir: str) -> None:
                 with tempfile.TemporaryFile(dir=existing):
                     pass
             except OSError as err:
-                problem = f"{existing} cannot be written ({err.strerror or err})"
+                # The system's own words alone mislead here: /proc answers "No such file or directory".
+                problem = f"no file can be made in {existing} (making one there failed: {err.strerror or err})"
     if problem:
         raise ConfigError(
             f"results_dir={results_dir!r} cannot hold the run's results: {problem}. Give a folder you can "

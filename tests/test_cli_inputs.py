@@ -144,7 +144,7 @@ def test_a_folder_that_cannot_be_written_is_refused(tmp_path, monkeypatch):
     assert list(folder.iterdir()) == []
     if os.geteuid() != 0:  # root writes to a read-only folder: a real chmod tests only other users
         folder.chmod(0o555)
-        with pytest.raises(ConfigError, match="cannot be written"):
+        with pytest.raises(ConfigError, match="no file can be made in"):
             check_results_dir(str(folder / "results"))
         folder.chmod(0o755)
 
@@ -152,8 +152,26 @@ def test_a_folder_that_cannot_be_written_is_refused(tmp_path, monkeypatch):
         raise OSError(30, "Read-only file system")
 
     monkeypatch.setattr(tempfile, "TemporaryFile", read_only_filesystem)
-    with pytest.raises(ConfigError, match=r"results_dir=.*ro/results.*cannot be written \(Read-only file system\)"):
+    with pytest.raises(ConfigError, match=r"results_dir=.*ro/results.*no file can be made in .*ro "
+                                          r"\(making one there failed: Read-only file system\)"):
         check_results_dir(str(folder / "results"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_a_folder_under_proc_is_refused_in_words_that_say_why():
+    # /proc answers "No such file or directory" to a new file; the message must not read as if /proc were missing.
+    with pytest.raises(ConfigError) as refused:
+        check_results_dir("/proc/x")
+    message = str(refused.value)
+    assert "no file can be made in /proc (making one there failed:" in message
+    assert "/proc cannot be written (No such file" not in message
+
+
+def test_a_methods_own_setting_is_named_under_the_method_node():
+    with pytest.raises(ConfigError, match=r"^method\.reduction_factor must be a positive integer, got 0"):
+        validate(compose_run(["method=houlsby", "method.reduction_factor=0"]))
+    with pytest.raises(ConfigError, match=r"^rank \(LoRA's r"):  # the top-level rank= is what users set
+        validate(compose_run(["rank=0"]))
 
 
 def _write_csv(path, rows):
