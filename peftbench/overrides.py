@@ -36,6 +36,9 @@ NESTED = {"train": TrainConfig, "wandb": WandbConfig, "forgetting": ForgettingCo
 # Config groups whose keys depend on the option chosen (method=houlsby has no rank): checked against
 # the chosen option's schema, read from the shipped YAML (a user's --config-dir option is left to Hydra).
 GROUP_NODES = ("method", "model", "task")
+# Arguments that bring a user's own config groups: only with one of them can `+group=option` name a
+# group we do not ship (`--config-dir myconf +experiment=mine`).
+USER_CONFIG_FLAGS = ("--config-dir", "-cd", "--config-path", "-cp", "hydra.searchpath", "+hydra.searchpath")
 
 
 def global_groups() -> list[str]:
@@ -47,15 +50,18 @@ def check_override_keys(args: list[str]) -> str | None:
     """An error message for a ``key=value`` argument whose key does not exist, else None.
 
     ``+key=value`` (Hydra's "add a key") is checked too where the node is one of ours: a typo such as
-    ``+method.alpah=32`` would otherwise be added beside ``alpha`` and silently ignored.
+    ``+method.alpah=32`` would otherwise be added beside ``alpha`` and silently ignored. A new
+    top-level ``+name=...`` is refused here too unless the arguments bring the user's own config
+    groups (``--config-dir``), where it may name one of them.
     """
     top_keys = [f.name for f in fields(RunConfig)] + global_groups()
+    own_groups = any(a.startswith(USER_CONFIG_FLAGS) for a in args)
     for arg in args:
         key = override_key(arg)
         if key is None:
             continue
         parts = key.split(".")
-        if arg.startswith("+") and parts[0] not in top_keys:
+        if arg.startswith("+") and parts[0] not in top_keys and own_groups:
             continue  # `+group=option` may name a group of the user's own --config-dir
         if parts[0] not in top_keys:
             return _unknown(key, arg, top_keys, "top-level keys")

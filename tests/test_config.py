@@ -128,7 +128,7 @@ def test_cli_refuses_bad_input_before_training_and_keeps_recorded_rows(arg, expe
     (["method.rank=4"], None),
     (["method=peft", "+method.options.r=4"], None),  # inside a free-form dict: the bridge checks it
     (["method=houlsby", "method.reduction_factor=8"], None),
-    (["+experiment=mine"], None),  # a group of the user's own --config-dir
+    (["--config-dir", "myconf", "+experiment=mine"], None),  # a group of the user's own --config-dir
     (["method=choice(lora,ia3)", "method.rank=4"], None),  # a sweep function: Hydra checks each job
     (["method=my-own", "method.anything=1"], None),  # an option that is not shipped: left to Hydra
     (["model=gpt2", "model.revision=main"], None),
@@ -141,6 +141,17 @@ def test_override_keys_are_checked_against_the_chosen_options_schema(args, refus
         assert message is None, message
     else:
         assert message is not None and refused in message and "method.reduction_factor" in message
+
+
+@pytest.mark.parametrize("arg", ["+experiment=mine", "+foo=1"])
+def test_a_new_top_level_key_without_a_users_config_dir_is_refused_before_hydra(arg):
+    # as rnak=4 is: one paragraph listing the top-level keys, not a refusal from inside the run
+    from peftbench.__main__ import check_override_keys
+
+    message = check_override_keys([arg])
+    key = arg[1:].split("=")[0]
+    assert message is not None and f"unknown config key {key!r}" in message and "top-level keys are" in message
+    assert check_override_keys(["--config-dir", "myconf", arg]) is None
 
 
 @pytest.mark.parametrize("args,refused", [
