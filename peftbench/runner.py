@@ -63,7 +63,7 @@ from peftbench.record import RunRecord
 from peftbench.results_dir import check_results_dir
 from peftbench.sinks import save_record
 from peftbench.speed import StageTimer, autocast, compile_model, compile_seconds, used_precision
-from peftbench.tasks import TaskData, infer_label_names, load_task, use_label_names
+from peftbench.tasks import TaskData, infer_label_names, load_task, truncation_note, use_label_names
 
 # Keys that do not change what a run computes, left out of its identity (run_key). The top-level
 # `rank` is there too: methods with a rank carry its resolved value in their own node, and for the
@@ -151,6 +151,8 @@ def run(cfg: DictConfig, sweep_id: str = "") -> RunRecord:
             data = cache.load_task(checked.run.task, checked.run.model, tokenizer, checked.run.train,
                                    checked.run.eval_on, loader=load_task)
             record.baseline_score = majority_baseline(data)
+            if dist.is_main and (note := truncation_note(data, checked.run.train.max_seq_length)):
+                print(note, file=sys.stderr)
         stats.compile_started_s = compile_seconds() if checked.run.train.compile else None
         if checked.run.train.eval_at_start:  # the zero-shot score, as step 0 of the evaluation curve
             with stages("evaluate"):

@@ -341,3 +341,20 @@ def load_task(cfg: TaskConfig, tokenizer: Any, train: TrainConfig, eval_on: str 
     return TaskData(train=prepare(cfg.train_split), eval=prepare(eval_split), metric=cfg.metric, kind=kind,
                     extra_metrics=list(cfg.extra_metrics), extra_evals={s: prepare(s) for s in extra_evals},
                     scored_on=scored_on)
+
+
+def truncation_note(data: TaskData, max_seq_length: int) -> str | None:
+    """A one-line warning when training examples reach ``train.max_seq_length``, else None.
+
+    Tokenizing truncates silently; a row at exactly the cap was most likely cut, so a cap far below
+    the task's lengths (``train.max_seq_length=4``) trains on fragments without a word said.
+    """
+    import pyarrow.compute
+
+    lengths = pyarrow.compute.list_value_length(data.train.with_format("arrow")["input_ids"]).to_pylist()
+    capped = sum(length >= max_seq_length for length in lengths)
+    if not capped:
+        return None
+    return (f"peftbench: {capped:,} of {len(lengths):,} training examples ({100 * capped / len(lengths):.0f}%) "
+            f"reach train.max_seq_length={max_seq_length} tokens, so were probably cut to it; raise "
+            "train.max_seq_length if the task's texts are longer")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import tempfile
 
 import pytest
@@ -234,3 +235,24 @@ def test_an_encoder_is_refused_for_a_generation_task(tiny_bert_dir):
     task = TaskConfig(name="arithmetic", kind="causal_lm", source="arithmetic", label_column="answer")
     with pytest.raises(ConfigError, match=r"task.kind='causal_lm'.*has no trained head.*cls\.predictions.*model=gpt2"):
         load_model(ModelConfig(name=str(tiny_bert_dir)), task)
+
+
+def test_examples_cut_by_max_seq_length_are_said_before_training(tiny_bert_dir, tmp_path, capsys):
+    from peftbench.runner import run
+
+    words = ["good film", "bad plot and worse acting", "great", "awful, just awful"] * 4
+    train = _write_csv(tmp_path / "train.csv", [{"text": w, "label": i % 2} for i, w in enumerate(words)])
+    base = ["task=local", f"task.data_files={train}", f"model.name={tiny_bert_dir}", *FAST]
+    cap = min(len(ids) for ids in compose_tokens(tiny_bert_dir, words))  # every row reaches it
+    record = run(compose_run([*base, f"train.max_seq_length={cap}", f"results_dir={tmp_path / 'a'}"]))
+    err = capsys.readouterr().err
+    assert record.status == "success", record.error
+    assert re.search(rf"peftbench: (\d+) of \1 training examples \(100%\) reach train\.max_seq_length={cap} ", err)
+    run(compose_run([*base, f"results_dir={tmp_path / 'b'}"]))  # the default 128: nothing cut, nothing said
+    assert "reach train.max_seq_length" not in capsys.readouterr().err
+
+
+def compose_tokens(model_dir, texts):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)(texts)["input_ids"]

@@ -138,13 +138,14 @@ def test_exact_match_reads_the_generated_continuation():
     assert references == ["4", "200", "2"] and predictions == ["4", "200", "3"]
 
 
-def test_arithmetic_config_runs_on_a_tiny_llama(tiny_dirs, tmp_path):
+def test_arithmetic_config_runs_on_a_tiny_llama(tiny_dirs, tmp_path, capsys):
     from peftbench.runner import run
 
     cfg = compose_run(["task=arithmetic", f"model.name={tiny_dirs['llama']}", f"results_dir={tmp_path}",
                        "task.num_train=40", "task.num_eval=6", "train.eval_at_start=true", *FAST])
     record = run(cfg)
     assert record.status == "success", record.error
+    assert "reach train.max_seq_length" not in capsys.readouterr().err  # short problems: nothing cut
     assert record.metric == "exact_match" and 0.0 <= record.score <= 1.0
     assert json.loads(record.metrics_json) == {"exact_match": record.score}
     assert [step for step, _ in record.eval_curve] == [0, 3]  # zero-shot, then after training
