@@ -117,37 +117,42 @@ def chosen_options(args: list[str], group: str) -> list[str]:
     return value.split(",")
 
 
-def option_keys(group: str, option: str, depth: int = 0) -> list[str] | None:
-    """The keys an option of a group holds: its YAML's own and its schema's (``/schema/<group>@_here_``),
-    following ``defaults`` to another option of the group; None for an option that is not shipped."""
+def option_chain(group: str, option: str, depth: int = 0) -> list[dict] | None:
+    """The YAML of an option of a group and of the options of the group its ``defaults`` build on,
+    nearest first; None for an option that is not shipped (a user's own is left to Hydra)."""
     data = shipped_config(f"{group}/{option}.yaml")
     if data is None or depth > 5:
         return None
-    keys = [k for k in data if k != "defaults"]
+    chain = [data]
     for entry in data.get("defaults", []):
-        if isinstance(entry, dict) and f"/schema/{group}@_here_" in entry:
-            schema = ConfigStore.instance().load(f"schema/{group}/{entry[f'/schema/{group}@_here_']}.yaml")
-            keys += list(schema.node.keys())
-        elif isinstance(entry, str) and entry != "_self_":
-            inherited = option_keys(group, entry, depth + 1)
+        if isinstance(entry, str) and entry != "_self_":
+            inherited = option_chain(group, entry, depth + 1)
             if inherited is None:
                 return None
-            keys += inherited
-    return list(dict.fromkeys(keys))
+            chain += inherited
+    return chain
 
 
-def option_schema(group: str, option: str, depth: int = 0) -> str | None:
-    """The schema an option of a group builds on (``/schema/<group>@_here_``), following ``defaults``
-    to another option of the group; None for an option that is not shipped."""
-    data = shipped_config(f"{group}/{option}.yaml")
-    if data is None or depth > 5:
-        return None
-    for entry in data.get("defaults", []):
-        if isinstance(entry, dict) and f"/schema/{group}@_here_" in entry:
-            return str(entry[f"/schema/{group}@_here_"])
-        if isinstance(entry, str) and entry != "_self_":
-            return option_schema(group, entry, depth + 1)
+def option_schema(group: str, option: str) -> str | None:
+    """The schema an option of a group builds on (``/schema/<group>@_here_``), through its
+    ``defaults`` chain; None for an option that is not shipped or has no schema."""
+    for data in option_chain(group, option) or []:
+        for entry in data.get("defaults", []):
+            if isinstance(entry, dict) and f"/schema/{group}@_here_" in entry:
+                return str(entry[f"/schema/{group}@_here_"])
     return None
+
+
+def option_keys(group: str, option: str) -> list[str] | None:
+    """The keys an option of a group holds: its chain's YAML keys and its schema's; None for an
+    option that is not shipped."""
+    chain = option_chain(group, option)
+    if chain is None:
+        return None
+    keys = [k for data in chain for k in data if k != "defaults"]
+    if (schema := option_schema(group, option)) is not None:
+        keys += list(ConfigStore.instance().load(f"schema/{group}/{schema}.yaml").node.keys())
+    return list(dict.fromkeys(keys))
 
 
 def typed_nodes(args: list[str], node: str) -> list[tuple[str, type]]:
