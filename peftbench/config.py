@@ -291,19 +291,14 @@ class TaskConfig:
         for key in ("num_labels", "max_new_tokens", "max_target_length", "digits", "num_train", "num_eval"):
             _positive(getattr(self, key), f"task.{key}")
         if self.label_names is not None and len(self.label_names) != self.num_labels:
-            raise ConfigError(
-                f"task.label_names has {len(self.label_names)} names but task.num_labels={self.num_labels}"
-            )
-        if not 0 < self.validation_fraction < 1:
-            raise ConfigError(f"task.validation_fraction must be in (0, 1), got {self.validation_fraction}")
-        if not 0 < self.search_fraction < 1:
-            raise ConfigError(f"task.search_fraction must be in (0, 1), got {self.search_fraction}")
+            raise ConfigError(f"task.label_names has {len(self.label_names)} names but task.num_labels={self.num_labels}")
+        for key in ("validation_fraction", "search_fraction"):
+            if not 0 < getattr(self, key) < 1:
+                raise ConfigError(f"task.{key} must be in (0, 1), got {getattr(self, key)}")
         if "{text}" not in self.prompt_template:
             raise ConfigError(f"task.prompt_template={self.prompt_template!r} must contain {{text}}")
         if self.answer_extractor not in EXTRACTORS:
-            raise ConfigError(
-                f"task.answer_extractor={self.answer_extractor!r} is not one of {', '.join(EXTRACTORS)}"
-            )
+            raise ConfigError(f"task.answer_extractor={self.answer_extractor!r} is not one of {', '.join(EXTRACTORS)}")
         if not self.operations or set(self.operations) - set("+-*"):
             raise ConfigError(f"task.operations={self.operations!r} must be made of + - *")
 
@@ -460,9 +455,7 @@ class RunConfig:
 def check_schedule(warmup_ratio: float | None, schedule: str | None, node: str, allow_none: bool = False) -> None:
     """Refuses a warm-up ratio outside [0, 1) and an unknown schedule name (None passes if allowed:
     ``train.*`` null means "the method's")."""
-    if warmup_ratio is None and allow_none:
-        pass
-    elif warmup_ratio is None or not 0 <= warmup_ratio < 1:
+    if not (warmup_ratio is None and allow_none) and (warmup_ratio is None or not 0 <= warmup_ratio < 1):
         raise ConfigError(f"{node}.warmup_ratio must be in [0, 1), got {warmup_ratio}")
     if schedule not in SCHEDULES and not (schedule is None and allow_none):
         raise ConfigError(f"{node}.schedule={schedule!r} is not one of {', '.join(SCHEDULES)}")
@@ -566,11 +559,8 @@ def unknown_keys(node: DictConfig, path: str = "") -> tuple[str, list[str]] | No
 
 
 def _under_method_node(message: str, cfg: DictConfig) -> str:
-    """A method's own check names its setting bare (``reduction_factor must be ...``), as methods/
-    knows nothing of the config tree; on the command line that setting is ``method.<name>``.
-
-    ``rank`` stays bare: the top-level ``rank`` is what a user sets, and ``method.rank`` follows it.
-    """
+    """A method's own check names its setting bare (``reduction_factor must be ...``); on the command
+    line it is ``method.<name>``. ``rank`` stays bare: the top-level ``rank`` is what a user sets."""
     try:
         fields = {f.name for f in dataclasses.fields(methods.get_method(cfg.method.name).config_cls)}
     except Exception:  # an unknown method's message is already about method=...
@@ -585,10 +575,9 @@ def validate(cfg: DictConfig) -> Validated:
     """Checks every value of a composed config; raises :class:`ConfigError` naming the bad key."""
     if found := unknown_keys(cfg):
         key, allowed = found
-        node = key.rsplit(".", 1)[0] if "." in key else "the config"
         close = difflib.get_close_matches(key.rsplit(".", 1)[-1], allowed, n=1)
-        raise ConfigError(f"unknown config key {key!r}: {node} has no such key"
-                          + (f" (did you mean {close[0]!r}?)" if close else "") + f"; its keys are: {', '.join(allowed)}")
+        raise ConfigError(f"unknown config key {key!r}: {key.rsplit('.', 1)[0] if '.' in key else 'the config'} has no such "
+                          f"key{f' (did you mean {close[0]!r}?)' if close else ''}; its keys are: {', '.join(allowed)}")
     try:
         run = OmegaConf.to_object(cfg)
     except methods.MethodConfigError as err:
