@@ -65,6 +65,11 @@ class MethodSpec:
             step, before the gradients are cleared (AdaLoRA's rank allocation); ``step`` counts from 1.
         label: ``label(settings) -> str``: how results label a run from its raw ``method`` settings
             (``peft:loha``); ``None``: the method's name.
+        weight_updates: ``weight_updates(model) -> (updates, why_missing)``: the learned update
+            ``W - W0`` of each weight matrix the applied method changes, as ``(name, out x in float32
+            tensor on the CPU)`` under the base weight's own name, and why any changed weight has none
+            (``""`` when none is missing); for methods whose layers no prefix names (the peft bridge).
+            ``None``: the spectrum reads the update from the prefix and merging (peftbench/spectrum.py).
     """
 
     name: str
@@ -79,6 +84,7 @@ class MethodSpec:
     can_merge: Callable[[nn.Module], bool] | None = None
     on_step: Callable[[nn.Module, int, int], None] | None = None
     label: Callable[[Mapping[str, Any]], str] | None = None
+    weight_updates: Callable[[nn.Module], tuple[list[tuple[str, torch.Tensor]], str]] | None = None
 
     @property
     def mergeable(self) -> bool:

@@ -16,7 +16,9 @@ What the harness needs from a method, the bridge takes from peft:
   (Poly) is not mergeable and is timed unmerged only (:func:`can_merge`);
 * per-step work: the tuner's ``update_and_allocate`` for AdaLoRA (:func:`on_step`), whose
   ``total_step`` the run's budget fills in when ``method.options.total_step`` is not set;
-* the row label: ``peft:<type>`` (:func:`label`).
+* the row label: ``peft:<type>`` (:func:`label`);
+* the learned update ``W - W0`` of each adapted weight, for the spectrum columns: peft's ``merge`` of a
+  copy of each layer (:func:`weight_updates`).
 
 Refused before the model loads, with the reason and what to use instead: an unknown type (the message
 lists the types the installed peft offers), the prompt-learning types (prompt, prefix, p-tuning,
@@ -32,6 +34,7 @@ model family; for a family with neither, peft's own per-architecture defaults.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,7 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import MethodConfigError, MethodSpec
+from .base import Conv1D, MethodConfigError, MethodSpec
 from .targets import default_targets
 
 ADAPTER = "default"  # peft's adapter name; the only adapter the bridge injects
@@ -294,6 +297,48 @@ def unmerge(model: nn.Module) -> nn.Module:
     return model
 
 
+@torch.no_grad()
+def weight_updates(model: nn.Module) -> tuple[list[tuple[str, torch.Tensor]], str]:
+    """The learned update ``W - W0`` of each base weight an injected peft layer adapts, and why any has
+    none.
+
+    ``W`` is that weight after peft's own ``merge`` of a copy of the layer, one layer at a time (the
+    model is left as it is, and there is no unmerge to round): the same update whatever the type does
+    (LoRA's ``s B A``, LoHa's Hadamard product, OFT's ``R W0 - W0``), and the number our own
+    ``method=lora`` gives for the same weights. Each update is ``out x in`` (a GPT-2 ``Conv1D``'s
+    ``in x out`` turned), float32 on the CPU, under the base weight's own name (``...query.weight``,
+    the name our LoRA keeps), so spectra of the bridge and of our methods compare layer by layer.
+
+    Returns:
+        ``([(name, delta)], why_missing)``: ``why_missing`` names the layers peft gives no way to fold
+        (no ``merge``: Poly), whose updates are left out; ``""`` when none is.
+    """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    updates, unmergeable = [], []
+    for name, layer in model.named_modules():
+        if not isinstance(layer, BaseTunerLayer):
+            continue
+        weight = getattr(layer.get_base_layer(), "weight", None)
+        if not isinstance(weight, torch.Tensor) or weight.ndim != 2:
+            continue
+        if type(layer).merge is BaseTunerLayer.merge:
+            unmergeable.append(name)
+            continue
+        merged = copy.deepcopy(layer)
+        merged.merge()
+        delta = merged.get_base_layer().weight.detach().float().cpu() - weight.detach().float().cpu()
+        del merged
+        updates.append((f"{name}.weight", delta.T if Conv1D and isinstance(layer.get_base_layer(), Conv1D) else delta))
+    why = ""
+    if unmergeable:
+        kind = injected(model).type_name.lower() if isinstance(getattr(model, "peft_bridge", None), Injected) else "peft"
+        why = (f"the spectrum leaves out {len(unmergeable)} of {len(unmergeable) + len(updates)} adapted weights "
+               f"({unmergeable[0]}...): peft's {kind} layers have no merge (nor get_delta_weight), so peft gives no "
+               "way to read their update W - W0")
+    return updates, why
+
+
 def state_dict(model: nn.Module) -> dict[str, Any]:
     """The adapter's entries of ``model.state_dict()``, under the model's own names: every entry of an
     injected peft layer outside its ``base_layer``. That is the selection peft's own
@@ -326,4 +371,5 @@ SPEC = MethodSpec(
     can_merge=can_merge,
     on_step=on_step,
     label=label,
+    weight_updates=weight_updates,
 )

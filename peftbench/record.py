@@ -127,6 +127,8 @@ class RunRecord:
     eval_curve: list[tuple[int, float]] = field(default_factory=list)
     # Per changed weight matrix: its update's spectrum (peftbench/spectrum.py, Spectrum.layers).
     update_spectrum: list[dict[str, Any]] = field(default_factory=list)
+    # Why a changed weight's update is missing from update_spectrum ("" when none is): peft's Poly cannot merge.
+    update_spectrum_note: str = ""
     # Also JSON only: each rank's own peak memory and throughput, in rank order, for a run on several
     # processes (the CSV holds the maximum memory and the summed throughput).
     per_rank: list[dict[str, Any]] = field(default_factory=list)
@@ -146,7 +148,7 @@ class RunRecord:
         return {name: _cell(getattr(self, name)) for name in CSV_COLUMNS}
 
 
-JSON_ONLY = ("loss_curve", "eval_curve", "update_spectrum", "per_rank")  # kept in runs/<run_id>.json, not in the CSV
+JSON_ONLY = ("loss_curve", "eval_curve", "update_spectrum", "update_spectrum_note", "per_rank")  # kept in runs/<run_id>.json, not in the CSV
 CSV_COLUMNS = [f.name for f in fields(RunRecord) if f.name not in JSON_ONLY]
 
 _PYTHON_TYPES = {int: "int", float: "float", bool: "bool", str: "str"}

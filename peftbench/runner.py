@@ -180,7 +180,10 @@ def run(cfg: DictConfig, sweep_id: str = "") -> RunRecord:
         if dist.is_main:
             fill_measurements(record, stats, peak, checked, prepended_positions(model))
             with stages("answers"):
-                fill_answers(record, spectrum.measure(model, w0, checked.run.spectrum), probe.measure(model))
+                update = spectrum.measure(model, w0, checked.run.spectrum)
+                if update.note:
+                    print(f"peftbench: note: {update.note}", file=sys.stderr)
+                fill_answers(record, update, probe.measure(model))
         dist.share(record)
         del model
     except KeyboardInterrupt as err:
@@ -551,7 +554,7 @@ def fill_contention(record: RunRecord, busy: Contention) -> None:
 def fill_answers(record: RunRecord, update: spectrum.Spectrum, forgot: forgetting.Forgetting) -> None:
     """The learned update's spectrum and the forgetting measures (both taken after the memory peak)."""
     record.update_effective_rank, record.update_stable_rank = update.effective_rank, update.stable_rank
-    record.update_spectrum = update.layers
+    record.update_spectrum, record.update_spectrum_note = update.layers, update.note
     record.representation_drift, record.ref_loss_delta = forgot.representation_drift, forgot.ref_loss_delta
     record.forgetting_reference = forgot.reference
 

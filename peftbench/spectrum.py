@@ -16,6 +16,11 @@ the method's name:
 - A method with a prefix that cannot merge but whose layers compute their own update (QLoRA: merging
   into 4-bit weights is refused, and its ``delta_weight()`` is ``s B A`` against the dequantized
   base) gives its update layer by layer.
+- A method whose registry entry reads its own updates (``weight_updates``: the peft bridge, whose
+  layers no prefix names) gives them itself: for peft, each adapted base weight after peft's merge of
+  a copy of its layer, minus the weight, under the base weight's name (the name our LoRA's update has).
+  Where it has no way to read a layer's update (peft's Poly cannot merge) that layer is left out and
+  the spectrum's ``note`` says why.
 - Other methods (adapters, prefix and prompt tuning) add modules instead of changing a weight
   matrix: they record nothing here.
 
@@ -62,6 +67,7 @@ class Snapshot:
     names: list[str]
     folder: tempfile.TemporaryDirectory | None = None
     from_layers: bool = False  # a non-mergeable method's layers give their own update (delta_weight)
+    from_method: bool = False  # the method's registry entry gives its updates (weight_updates)
 
     def base(self, name: str, like: torch.Tensor) -> torch.Tensor:
         """``W0`` of ``name``, read back from the folder; shape and dtype of ``like``, on the CPU."""
@@ -83,11 +89,13 @@ class Spectrum:
         stable_rank: mean over matrices of the stable rank.
         layers: one dict per matrix (name, shape, exact, effective_rank, stable_rank, singular_values,
             and ``right_vectors``: the top right singular vectors, ``in x k`` float16, base64).
+        note: why a changed weight's update is missing from ``layers`` (``""``: none is).
     """
 
     effective_rank: float | None = None
     stable_rank: float | None = None
     layers: list[dict[str, Any]] = field(default_factory=list)
+    note: str = ""
 
 
 def update_matrix_names(model: nn.Module, method: str) -> list[str]:
@@ -113,6 +121,8 @@ def snapshot(model: nn.Module, method: str, cfg: SpectrumConfig) -> Snapshot | N
     """Before training: which matrices to watch, and ``W0`` of those only a snapshot can give."""
     if not cfg.enabled:
         return None
+    if methods.get_method(method).weight_updates is not None:  # nothing to keep: W0 stays in the model
+        return Snapshot(method, [], from_method=True)
     names = update_matrix_names(model, method)
     if not names:
         return None
@@ -131,15 +141,20 @@ def measure(model: nn.Module, snap: Snapshot | None, cfg: SpectrumConfig) -> Spe
     """At the end of training: the spectrum of each watched matrix's update, and the means."""
     if snap is None:
         return Spectrum()
+    note = ""
     try:
-        deltas = update_deltas(model, snap)
-        layers = [layer_spectrum(name, _out_by_in(model, name, delta), cfg) for name, delta in deltas]
+        if snap.from_method:  # already out x in, under the base weight's name
+            deltas, note = methods.get_method(snap.method).weight_updates(model)
+            layers = [layer_spectrum(name, delta, cfg) for name, delta in deltas]
+        else:
+            deltas = update_deltas(model, snap)
+            layers = [layer_spectrum(name, _out_by_in(model, name, delta), cfg) for name, delta in deltas]
     finally:
         snap.close()
     ranks = [lay["effective_rank"] for lay in layers if lay["effective_rank"] is not None]
     stables = [lay["stable_rank"] for lay in layers if lay["stable_rank"] is not None]
     return Spectrum(effective_rank=sum(ranks) / len(ranks) if ranks else None,
-                    stable_rank=sum(stables) / len(stables) if stables else None, layers=layers)
+                    stable_rank=sum(stables) / len(stables) if stables else None, layers=layers, note=note)
 
 
 def update_deltas(model: nn.Module, snap: Snapshot) -> list[tuple[str, torch.Tensor]]:

@@ -159,6 +159,83 @@ def test_describe_labels_bridge_rows_with_the_type_and_options_and_no_rank():
     assert json.loads(record.method_settings) == {"options": {"r": 8}, "peft_type": "loha"}
 
 
+# --- the update's spectrum: W - W0 of each adapted weight, as for our own methods ------------------------
+
+def _spectrum(model, method: str, seed: int = 9):
+    """The spectrum after the method's trainable tensors are moved away from their init (B = 0...)."""
+    from peftbench import spectrum
+    from peftbench.config import SpectrumConfig
+
+    snap = spectrum.snapshot(model, method, SpectrumConfig())
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in (p for p in model.parameters() if p.requires_grad):
+            param.add_(torch.randn(param.shape, generator=generator) * 0.1)
+    return spectrum.measure(model, snap, SpectrumConfig())
+
+
+def test_peft_lora_spectrum_equals_our_lora_with_the_same_weights():
+    tiny = bert()
+    targets = ["query", "value"]
+    ours = apply_method(tiny.model(), "lora", rank=4, alpha=8.0, target_modules=targets, train_head=False)
+    theirs = apply_method(tiny.model(), "peft", peft_type="lora", train_head=False,
+                          options={"r": 4, "lora_alpha": 8, "target_modules": targets})
+    ours_spectrum = _spectrum(ours, "lora")
+    with torch.no_grad():  # the same A and B in peft's layers
+        for name, module in ours.named_modules():
+            if hasattr(module, "lora_A") and isinstance(module.lora_A, torch.nn.Parameter):
+                layer = theirs.get_submodule(name)
+                layer.lora_A["default"].weight.copy_(module.lora_A)
+                layer.lora_B["default"].weight.copy_(module.lora_B)
+    from peftbench import spectrum
+    from peftbench.config import SpectrumConfig
+
+    theirs_spectrum = spectrum.measure(theirs, spectrum.snapshot(theirs, "peft", SpectrumConfig()), SpectrumConfig())
+    assert [lay["name"] for lay in theirs_spectrum.layers] == [lay["name"] for lay in ours_spectrum.layers]
+    assert len(ours_spectrum.layers) == 4 and not theirs_spectrum.note
+    for mine, peft_layer in zip(ours_spectrum.layers, theirs_spectrum.layers, strict=True):
+        assert peft_layer["shape"] == mine["shape"] == [32, 32]
+        torch.testing.assert_close(torch.tensor(peft_layer["singular_values"]), torch.tensor(mine["singular_values"]),
+                                   rtol=1e-4, atol=1e-6)
+        assert len(peft_layer["singular_values"]) == 4  # rank 4: the adapter's own tensors would say otherwise
+    assert theirs_spectrum.effective_rank == pytest.approx(ours_spectrum.effective_rank, rel=1e-4)
+    assert theirs_spectrum.stable_rank == pytest.approx(ours_spectrum.stable_rank, rel=1e-4)
+
+
+@pytest.mark.parametrize("name,options", [("fourierft", {"n_frequency": 50}), ("oft", {"oft_block_size": 8}),
+                                          ("loha", {"r": 4})])
+def test_peft_spectrum_is_the_svd_of_the_merged_update(name, options):
+    tiny = bert()
+    model = apply_method(tiny.model(), "peft", peft_type=name, options=options)
+    base = {n: p.detach().clone() for n, p in model.named_parameters() if n.endswith("base_layer.weight")}
+    update = _spectrum(model, "peft")
+    get_method("peft").merge(model)
+    merged = dict(model.named_parameters())
+    assert len(update.layers) == len(base) == 4 and not update.note
+    for layer in update.layers:
+        stored = layer["name"].removesuffix(".weight") + ".base_layer.weight"
+        expected = torch.linalg.svdvals(merged[stored].detach() - base[stored])
+        got = torch.tensor(layer["singular_values"])
+        torch.testing.assert_close(got, expected[: len(got)], rtol=1e-3, atol=1e-5)
+        assert len(got) > 4  # W - W0 is not low-rank here (LoHa r=4: up to 16); the adapter's own tensors say less
+
+
+def test_peft_spectrum_of_gpt2_conv1d_is_out_by_in():
+    from tests.tiny_models import gpt2
+
+    model = apply_method(gpt2().model(), "peft", peft_type="lora",
+                         options={"r": 2, "target_modules": ["c_attn"], "fan_in_fan_out": True})
+    update = _spectrum(model, "peft")
+    assert [lay["shape"] for lay in update.layers] == [[96, 32], [96, 32]]
+    assert [len(lay["singular_values"]) for lay in update.layers] == [2, 2]
+
+
+def test_a_type_peft_cannot_merge_has_an_empty_spectrum_and_says_why():
+    update = _spectrum(apply_method(bert().model(), "peft", peft_type="poly", options={"r": 2}), "peft")
+    assert update.layers == [] and update.effective_rank is None
+    assert "poly" in update.note and "no merge" in update.note and "4 of 4" in update.note
+
+
 # --- AdaLoRA: the per-step hook, the run's length, the orthogonality penalty ---------------------------
 
 def _adalora(options: dict):
@@ -291,6 +368,11 @@ def test_cli_runs_loha_through_the_bridge_and_records_it(tiny_bert_dir, tmp_path
     assert 4 * trainable < int(row["checkpoint_bytes"]) < 4 * trainable + 4096
     assert float(row["infer_latency_ms"]) > 0 and float(row["infer_latency_merged_ms"]) > 0
     assert int(row["train_steps"]) == 3 and 0 <= float(row["score"]) <= 1
+    # The spectrum of W - W0 of the 4 adapted weights, named as our LoRA names them (not loha_* tensors).
+    layers = json.loads((results / "runs" / f"{row['run_id']}.json").read_text())["update_spectrum"]
+    assert [lay["name"].rsplit(".", 3)[-3:] for lay in layers] == [["self", "query", "weight"],
+                                                                   ["self", "value", "weight"]] * 2
+    assert 0 < float(row["update_effective_rank"]) <= 16  # LoHa at r = 4: rank at most r^2
 
 
 def test_cli_refuses_an_unknown_peft_type_before_training(tmp_path):
