@@ -102,7 +102,8 @@ class PeftBridgeConfig:
     """Settings of the bridge.
 
     Attributes:
-        peft_type: a ``peft.PeftType`` of the installed peft, any case (``loha``, ``lokr``, ``oft``...).
+        peft_type: a ``peft.PeftType`` of the installed peft, any case (``LoHa``, ``lokr``, ``oft``...),
+            kept in lower case (``loha``): the spelling the run's key and row hold.
         options: fields of that type's peft config class (``peft.LoHaConfig``...), passed as given;
             ``target_modules`` unset takes the family's defaults (``methods/targets.yaml``).
     """
@@ -113,6 +114,7 @@ class PeftBridgeConfig:
     def __post_init__(self) -> None:
         self.options = dict(self.options or {})
         build_peft_config(self.peft_type, self.options)  # refuses a bad type or option now, before any work
+        self.peft_type = str(self.peft_type).lower()  # one spelling: LOHA and loha are one run (run_key, row)
 
     @property
     def type_name(self) -> str:

@@ -41,7 +41,7 @@ from peftbench.api import (
 )
 from peftbench.baseline import majority_baseline
 from peftbench.budget import BatchPlan
-from peftbench.config import RECIPE_KEYS, SCHEDULES, Validated, validate
+from peftbench.config import RECIPE_KEYS, SCHEDULES, Validated, canonical_config, validate
 from peftbench.contention import Contention, ContentionMeter
 from peftbench.errors import ConfigError
 from peftbench.live import NullLogger, RunLogger, start_logger
@@ -76,7 +76,7 @@ def already_done(cfg: DictConfig) -> dict[str, str] | None:
     unless ``force=true``."""
     if cfg.get("force"):
         return None
-    key = run_key(OmegaConf.to_container(cfg, resolve=True), distributed.world_from_env()[0])
+    key = run_key(canonical_config(OmegaConf.to_container(cfg, resolve=True)), distributed.world_from_env()[0])
     path = Path(str(cfg.results_dir)) / "runs.csv"
     if not path.exists():
         return None
@@ -114,7 +114,7 @@ def run(cfg: DictConfig, sweep_id: str = "") -> RunRecord:
 
     try:
         with stages("setup"):
-            config = OmegaConf.to_container(cfg, resolve=True)
+            config = canonical_config(OmegaConf.to_container(cfg, resolve=True))  # peft_type=LOHA is loha
             describe(record, config)
             checked = validate(cfg)  # every bad value is refused here, before any work
             quiet_libraries(checked.run.verbose)  # before the first library call (a local CSV is read next)

@@ -145,6 +145,36 @@ def test_peft_type_is_case_insensitive_and_labels_rows():
     assert method_label({"name": "nosuch"}) == "nosuch"
 
 
+def test_peft_type_in_any_case_is_one_run_one_key_and_one_row(tiny_bert_dir, tmp_path):
+    from omegaconf import OmegaConf
+
+    from peftbench.config import canonical_config
+    from peftbench.record import RunRecord
+    from peftbench.runner import already_done, describe, run
+
+    def compose(peft_type: str):
+        return _compose(["method=peft", f"method.peft_type={peft_type}", "method.options.r=2",
+                         f"model.name={tiny_bert_dir}", f"results_dir={tmp_path}", "wandb.mode=disabled",
+                         "train.steps=1", "train.batch_size=8", "train.eval_size=16", "train.log_every=1",
+                         "train.measure_warmup_steps=1", "train.latency_batches=1", "spectrum.enabled=false",
+                         "forgetting.enabled=false"])
+
+    upper, lower = compose("LOHA"), compose("loha")
+    rows = []
+    for cfg in (upper, lower, compose("LoHa")):
+        record = RunRecord()
+        describe(record, canonical_config(OmegaConf.to_container(cfg, resolve=True)))  # as run() does
+        rows.append((record.run_key, record.setting_key, record.method_settings, record.method))
+    assert rows[0] == rows[1] == rows[2]
+    assert json.loads(rows[0][2])["peft_type"] == "loha"
+    assert validate(upper).method_settings["peft_type"] == "loha"
+    record = run(upper)
+    assert record.status == "success", record.error
+    assert json.loads(record.method_settings)["peft_type"] == "loha"
+    done = already_done(lower)  # resume: the lower-case spelling is the run already recorded
+    assert done is not None and done["run_id"] == record.run_id
+
+
 def test_describe_labels_bridge_rows_with_the_type_and_options_and_no_rank():
     from peftbench.record import RunRecord
     from peftbench.runner import describe
