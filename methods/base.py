@@ -70,6 +70,10 @@ class MethodSpec:
             tensor on the CPU)`` under the base weight's own name, and why any changed weight has none
             (``""`` when none is missing); for methods whose layers no prefix names (the peft bridge).
             ``None``: the spectrum reads the update from the prefix and merging (peftbench/spectrum.py).
+        rank: ``rank(settings) -> (key, value) | None``: where under ``method.`` the method's rank is set
+            and its value in these raw settings (``("options.r", 4)`` for peft's LoHa), or None for a
+            setting without a rank (peft's OFT, IA3); ``None``: ``("rank", settings["rank"])`` where the
+            settings have a ``rank``.
     """
 
     name: str
@@ -85,6 +89,7 @@ class MethodSpec:
     on_step: Callable[[nn.Module, int, int], None] | None = None
     label: Callable[[Mapping[str, Any]], str] | None = None
     weight_updates: Callable[[nn.Module], tuple[list[tuple[str, torch.Tensor]], str]] | None = None
+    rank: Callable[[Mapping[str, Any]], tuple[str, Any] | None] | None = None
 
     @property
     def mergeable(self) -> bool:
@@ -95,6 +100,12 @@ class MethodSpec:
         if self.merge is None:
             return False
         return model is None or self.can_merge is None or self.can_merge(model)
+
+    def run_rank(self, settings: Mapping[str, Any]) -> tuple[str, Any] | None:
+        """``(key under method., value)`` of the rank in these raw settings, or None without a rank."""
+        if self.rank is not None:
+            return self.rank(settings)
+        return ("rank", settings["rank"]) if "rank" in settings else None
 
     def run_label(self, settings: Mapping[str, Any]) -> str:
         """The ``method`` column of a run with these raw settings."""

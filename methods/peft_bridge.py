@@ -16,7 +16,8 @@ What the harness needs from a method, the bridge takes from peft:
   (Poly) is not mergeable and is timed unmerged only (:func:`can_merge`);
 * per-step work: the tuner's ``update_and_allocate`` for AdaLoRA (:func:`on_step`), whose
   ``total_step`` the run's budget fills in when ``method.options.total_step`` is not set;
-* the row label: ``peft:<type>`` (:func:`label`);
+* the row label: ``peft:<type>`` (:func:`label`), its rank (``options.r``, AdaLoRA's ``init_r``; none for
+  types without one: :func:`rank`);
 * the learned update ``W - W0`` of each adapted weight, for the spectrum columns: peft's ``merge`` of a
   copy of each layer (:func:`weight_updates`).
 
@@ -55,6 +56,11 @@ BRIDGE_FIELDS = ("peft_type", "task_type", "auto_mapping", "peft_version", "base
 # The harness keeps the task head trainable itself; peft's copy of it would train (and count) twice.
 REFUSED_OPTIONS = {"modules_to_save": "the harness trains the task head itself (methods/targets.yaml "
                                       "`heads`); peft's modules_to_save would add a second, trainable copy"}
+
+# Each type's rank is its config's `r`, except where named here; types whose `r` is no rank of the
+# update have none (OFT's `r` counts its orthogonal blocks; SHiRA's sizes a sparse update, r (m + n) entries).
+RANK_OPTIONS = {"ADALORA": "init_r"}  # AdaLoRA's matrices are built at init_r (its `r` is unused); target_r is a mean
+NO_RANK = ("OFT", "SHIRA")
 
 # Types whose peft tuner does work outside its layers, and the options the run fills in.
 STEP_METHODS = {"ADALORA": "update_and_allocate"}  # tuner method called after every optimizer step
@@ -356,6 +362,38 @@ def state_dict(model: nn.Module) -> dict[str, Any]:
     return {k: v for k, v in model.state_dict().items() if k.startswith(inside) and not k.startswith(base)}
 
 
+def rank_option(type_name: str) -> str | None:
+    """The option of peft type ``type_name`` (upper case) that holds its rank (``r``, AdaLoRA's ``init_r``),
+    or None for a type without one."""
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
+    peft = import_peft()
+    if type_name in NO_RANK or type_name not in peft.PeftType.__members__:
+        return None
+    config_cls = PEFT_TYPE_TO_CONFIG_MAPPING.get(peft.PeftType[type_name])
+    option = RANK_OPTIONS.get(type_name, "r")
+    return option if config_cls is not None and option in {f.name for f in dataclasses.fields(config_cls)} else None
+
+
+def rank(settings: Mapping[str, Any]) -> tuple[str, Any] | None:
+    """``("options.r", value)`` for a type with a rank: the option as given, else peft's default for it
+    (the ``rank`` column); None for a type without one (OFT, IA3, FourierFT...)."""
+    type_name = str(settings.get("peft_type", "")).upper()
+    try:
+        option = rank_option(type_name)
+    except MethodConfigError:  # peft is not installed: the run is refused, it has no rank
+        return None
+    if option is None:
+        return None
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
+    options = settings.get("options") or {}
+    if option in options:
+        return f"options.{option}", options[option]
+    config_cls = PEFT_TYPE_TO_CONFIG_MAPPING[import_peft().PeftType[type_name]]
+    return f"options.{option}", next(f.default for f in dataclasses.fields(config_cls) if f.name == option)
+
+
 def label(settings: Mapping[str, Any]) -> str:
     """``peft:<type>`` (``peft:loha``), the ``method`` column of a bridged run."""
     return f"peft:{str(settings.get('peft_type', '')).lower()}"
@@ -374,4 +412,5 @@ SPEC = MethodSpec(
     on_step=on_step,
     label=label,
     weight_updates=weight_updates,
+    rank=rank,
 )

@@ -294,12 +294,19 @@ def check_plugins(args: list[str]) -> str | None:
 
 def unused_rank_note(cfg: DictConfig) -> str | None:
     """A note when ``rank=`` was given but the chosen method does not read the top-level rank (its
-    node has no ``${rank}``): IA3 has no rank, VeRA's is ``method.rank``. The run goes on."""
+    node has no ``${rank}``): IA3 has no rank, VeRA's is ``method.rank``, the peft bridge's is
+    ``method.options.r`` for the types that have one (LoHa, LoKr...). The run goes on."""
+    from peftbench.api import method_label, method_rank  # torch loads once the config is composed
+
     given = [o for o in HydraConfig.get().overrides.task if o.lstrip("+").split("=", 1)[0] == "rank"]
     if not given or "${rank}" in OmegaConf.to_yaml(cfg.method):
         return None
-    return (f"peftbench: note: rank={cfg.rank} is not read by method={cfg.method.name}: "
-            + (f"its own rank is method.rank (now {cfg.method.rank})" if "rank" in cfg.method else "it has no rank")
+    settings = OmegaConf.to_container(cfg.method, resolve=True)
+    label = method_label(settings)
+    who = f"method={cfg.method.name}" + (f" ({label})" if label != cfg.method.name else "")
+    own = method_rank(settings)
+    return (f"peftbench: note: rank={cfg.rank} is not read by {who}: "
+            + (f"its own rank is method.{own[0]} (now {own[1]})" if own else "it has no rank")
             + "; the run goes on without it")
 
 

@@ -79,6 +79,16 @@ def method_label(settings: Mapping[str, Any]) -> str:
         return name
 
 
+def method_rank(settings: Mapping[str, Any]) -> tuple[str, Any] | None:
+    """Where a run's rank is set under ``method.`` and its value, from its raw ``method`` settings:
+    ``("rank", 8)`` for LoRA, ``("options.r", 4)`` for the peft bridge's LoHa; None for a method or
+    peft type without a rank (IA3, peft's OFT) and for an unregistered name."""
+    try:
+        return methods.get_method(str(settings.get("name", "") or "")).run_rank(settings)
+    except methods.MethodConfigError:
+        return None
+
+
 def step_hook(method: str) -> Callable[[nn.Module, int, int], None] | None:
     """The method's work after every optimizer step (``on_step(model, step, total_steps)``), if any."""
     return methods.get_method(method).on_step

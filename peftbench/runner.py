@@ -35,6 +35,7 @@ from peftbench.api import (
     is_mergeable,
     merge_method,
     method_label,
+    method_rank,
     method_state,
     step_hook,
     unmerge_method,
@@ -205,7 +206,8 @@ def describe(record: RunRecord, config: dict[str, Any]) -> None:
     method, model, task = (config.get(k) or {} for k in ("method", "model", "task"))
     record.method, record.model, record.task = method_label(method), model.get("name", ""), task.get("name", "")
     record.seed = config.get("seed")
-    record.rank = method.get("rank")  # the method's own (LoRA's follows the top-level `rank`; VeRA's is its own)
+    # The method's own (LoRA's follows the top-level `rank`; VeRA's is its own; peft's is method.options.r).
+    record.rank = (method_rank(method) or (None, None))[1]
     settings = {k: v for k, v in method.items() if k not in RECIPE_KEYS}
     record.method_settings = json.dumps(settings, sort_keys=True, separators=(",", ":"))
     record.world_size = distributed.world_from_env()[0]

@@ -175,18 +175,49 @@ def test_peft_type_in_any_case_is_one_run_one_key_and_one_row(tiny_bert_dir, tmp
     assert done is not None and done["run_id"] == record.run_id
 
 
-def test_describe_labels_bridge_rows_with_the_type_and_options_and_no_rank():
+def _described(peft_type: str, options: dict):
     from peftbench.record import RunRecord
     from peftbench.runner import describe
 
-    config = {"method": {"name": "peft", "peft_type": "loha", "options": {"r": 8}, "lr": 5e-4,
+    config = {"method": {"name": "peft", "peft_type": peft_type, "options": options, "lr": 5e-4,
                          "warmup_ratio": 0.06, "schedule": "linear"}, "model": {"name": "m"},
               "task": {"name": "vader"}, "rank": 8, "seed": 0}
     record = RunRecord()
     describe(record, config)
+    return record
+
+
+def test_describe_labels_bridge_rows_with_the_type_options_and_the_rank_peft_uses():
+    record = _described("loha", {"r": 4})
     assert record.method == "peft:loha"
-    assert record.rank is None
-    assert json.loads(record.method_settings) == {"options": {"r": 8}, "peft_type": "loha"}
+    assert record.rank == 4  # method.options.r, not the top-level rank (8)
+    assert json.loads(record.method_settings) == {"options": {"r": 4}, "peft_type": "loha"}
+    assert _described("lokr", {}).rank == 8  # peft's default r
+    assert _described("lora", {"r": 2}).rank == 2
+    assert _described("adalora", {"init_r": 6, "target_r": 3}).rank == 6  # its matrices' rank; r is unused
+    for peft_type in ("oft", "fourierft", "ia3"):  # OFT's r counts blocks; the others have no rank
+        assert _described(peft_type, {}).rank is None
+
+
+@pytest.mark.parametrize("method,rank,expected", [
+    ({"name": "peft", "peft_type": "loha", "options": {"r": 4}}, 2,
+     "rank=2 is not read by method=peft (peft:loha): its own rank is method.options.r (now 4)"),
+    ({"name": "peft", "peft_type": "adalora", "options": {}}, 2,
+     "rank=2 is not read by method=peft (peft:adalora): its own rank is method.options.init_r (now 12)"),
+    ({"name": "peft", "peft_type": "oft", "options": {"r": 0}}, 2,
+     "rank=2 is not read by method=peft (peft:oft): it has no rank"),
+    ({"name": "ia3"}, 4, "rank=4 is not read by method=ia3: it has no rank"),
+])
+def test_the_rank_note_names_the_bridge_types_own_rank(monkeypatch, method, rank, expected):
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from peftbench import __main__ as cli
+
+    monkeypatch.setattr(cli.HydraConfig, "get", lambda: SimpleNamespace(overrides=SimpleNamespace(task=[f"rank={rank}"])))
+    note = cli.unused_rank_note(OmegaConf.create({"rank": rank, "method": method}))
+    assert note == f"peftbench: note: {expected}; the run goes on without it"
 
 
 # --- the update's spectrum: W - W0 of each adapted weight, as for our own methods ------------------------
@@ -390,7 +421,7 @@ def test_cli_runs_loha_through_the_bridge_and_records_it(tiny_bert_dir, tmp_path
                     f"results_dir={results}", "wandb.mode=disabled", *FAST], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     (row,) = list(csv.DictReader(open(results / "runs.csv")))
-    assert row["status"] == "success" and row["method"] == "peft:loha" and row["rank"] == ""
+    assert row["status"] == "success" and row["method"] == "peft:loha" and row["rank"] == "4"
     assert json.loads(row["method_settings"]) == {"options": {"r": 4}, "peft_type": "loha"}
     # LoHa: 2 layers x (query, value) x 2 r (32 + 32) at r = 4, plus the classifier 32 x 2 + 2.
     trainable = 2 * 2 * 2 * 4 * 64 + 66
