@@ -74,6 +74,9 @@ class MethodSpec:
             and its value in these raw settings (``("options.r", 4)`` for peft's LoHa), or None for a
             setting without a rank (peft's OFT, IA3); ``None``: ``("rank", settings["rank"])`` where the
             settings have a ``rank``.
+        used_settings: ``used_settings(model) -> settings``: the settings as the applied method uses
+            them, for a method that may change what it is given (peft adjusts an OFT block size that does
+            not divide a layer's width); ``None``: it uses them as given.
     """
 
     name: str
@@ -90,6 +93,7 @@ class MethodSpec:
     label: Callable[[Mapping[str, Any]], str] | None = None
     weight_updates: Callable[[nn.Module], tuple[list[tuple[str, torch.Tensor]], str]] | None = None
     rank: Callable[[Mapping[str, Any]], tuple[str, Any] | None] | None = None
+    used_settings: Callable[[nn.Module], dict[str, Any]] | None = None
 
     @property
     def mergeable(self) -> bool:

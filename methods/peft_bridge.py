@@ -17,7 +17,8 @@ What the harness needs from a method, the bridge takes from peft:
 * per-step work: the tuner's ``update_and_allocate`` for AdaLoRA (:func:`on_step`), whose
   ``total_step`` the run's budget fills in when ``method.options.total_step`` is not set;
 * the row label: ``peft:<type>`` (:func:`label`), its rank (``options.r``, AdaLoRA's ``init_r``; none for
-  types without one: :func:`rank`);
+  types without one: :func:`rank`) and its settings as peft used them (:func:`used_settings`: peft's layers
+  may adjust a value to a layer's width, warning only);
 * the learned update ``W - W0`` of each adapted weight, for the spectrum columns: peft's ``merge`` of a
   copy of each layer (:func:`weight_updates`).
 
@@ -394,6 +395,28 @@ def rank(settings: Mapping[str, Any]) -> tuple[str, Any] | None:
     return f"options.{option}", next(f.default for f in dataclasses.fields(config_cls) if f.name == option)
 
 
+def used_settings(model: nn.Module) -> dict[str, Any]:
+    """``{"peft_type", "options"}`` as peft uses them in ``model``: every field of the built peft config
+    (sets as sorted lists), where peft's layers keep their own value of a field (``r``,
+    ``oft_block_size``, ``lora_alpha``: what ``update_layer`` used, possibly adjusted to the layer's
+    width with only a warning) that value, or the sorted distinct values where the layers differ."""
+    state = injected(model)
+    config = state.tuner.peft_config[ADAPTER]
+    layers = tuner_layers(model)
+    options = {}
+    for f in dataclasses.fields(config):
+        if f.name in BRIDGE_FIELDS:
+            continue
+        per_layer = [v[ADAPTER] for v in (getattr(m, f.name, None) for m in layers)
+                     if isinstance(v, dict) and ADAPTER in v]
+        value = getattr(config, f.name)
+        if per_layer and all(isinstance(v, (bool, int, float, str)) for v in per_layer):
+            distinct = sorted(set(per_layer), key=repr)
+            value = distinct[0] if len(distinct) == 1 else distinct
+        options[f.name] = sorted(value) if isinstance(value, (set, frozenset)) else value
+    return {"peft_type": state.type_name.lower(), "options": options}
+
+
 def label(settings: Mapping[str, Any]) -> str:
     """``peft:<type>`` (``peft:loha``), the ``method`` column of a bridged run."""
     return f"peft:{str(settings.get('peft_type', '')).lower()}"
@@ -413,4 +436,5 @@ SPEC = MethodSpec(
     label=label,
     weight_updates=weight_updates,
     rank=rank,
+    used_settings=used_settings,
 )

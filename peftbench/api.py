@@ -89,6 +89,44 @@ def method_rank(settings: Mapping[str, Any]) -> tuple[str, Any] | None:
         return None
 
 
+def used_method_settings(model: nn.Module, method: str,
+                         given: Mapping[str, Any]) -> tuple[dict[str, Any], Any, list[str]]:
+    """The applied method's settings as it uses them, for the keys ``given`` (the row's
+    ``method_settings``), its rank as used, and one ``"key=given (used: value)"`` line for each given value it
+    changed (peft adjusts OFT's ``oft_block_size=5`` to 4 on a 32-wide layer). A method that uses what it
+    is given returns ``given``, its rank, and no lines. A key given as null (the defaults) stays null."""
+    spec = methods.get_method(method)
+    if spec.used_settings is None:
+        return dict(given), (spec.run_rank(given) or (None, None))[1], []
+    used = spec.used_settings(model)
+    settings, changed = _overlay(given, used, "method.")
+    return settings, (spec.run_rank(used) or (None, None))[1], changed
+
+
+def _overlay(given: Mapping[str, Any], used: Mapping[str, Any], path: str) -> tuple[dict[str, Any], list[str]]:
+    out, changed = {}, []
+    for key, value in given.items():
+        now = used.get(key, value)
+        if isinstance(value, Mapping) and isinstance(now, Mapping):
+            out[key], more = _overlay(value, now, f"{path}{key}.")
+            changed += more
+        elif value is None or _same(value, now):
+            out[key] = value
+        else:
+            out[key] = now
+            changed.append(f"{path}{key}={value!r} (used: {now!r})")
+    return out, changed
+
+
+def _same(given: Any, used: Any) -> bool:
+    """Equal, or the same names in another order (peft keeps target_modules as a set)."""
+    if isinstance(given, (list, tuple)) and isinstance(used, (list, tuple)):
+        return sorted(map(repr, given)) == sorted(map(repr, used))
+    if isinstance(given, bool) or isinstance(used, bool):
+        return given is used
+    return given == used  # 16 and 16.0 are one alpha
+
+
 def step_hook(method: str) -> Callable[[nn.Module, int, int], None] | None:
     """The method's work after every optimizer step (``on_step(model, step, total_steps)``), if any."""
     return methods.get_method(method).on_step

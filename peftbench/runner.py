@@ -39,6 +39,7 @@ from peftbench.api import (
     method_state,
     step_hook,
     unmerge_method,
+    used_method_settings,
 )
 from peftbench.baseline import majority_baseline
 from peftbench.budget import BatchPlan
@@ -148,6 +149,7 @@ def run(cfg: DictConfig, sweep_id: str = "") -> RunRecord:
                 memory.restart_peak()  # every run of a sweep measured from here: load and probe left out
 
             model, tokenizer = build_model(checked, device, record, before_method=before_method)
+            record_used_settings(record, model, checked.method_name, dist.is_main)
         with stages("data"):  # tokenised once per process for the same tokenizer and settings
             data = cache.load_task(checked.run.task, checked.run.model, tokenizer, checked.run.train,
                                    checked.run.eval_on, loader=load_task)
@@ -222,6 +224,17 @@ def describe(record: RunRecord, config: dict[str, Any]) -> None:
     record.transformers_version = packages["transformers"]
     record.hostname = provenance.hostname()
     record.num_threads = torch.get_num_threads()
+
+
+def record_used_settings(record: RunRecord, model: nn.Module, method: str, say: bool) -> None:
+    """The row's ``method_settings`` and ``rank`` as the applied method uses them (peft may adjust a
+    given value to a layer's width, warning only: OFT's ``oft_block_size=5`` is 4 on a 32-wide layer), and,
+    with ``say``, a note naming each given value it changed. ``run_key`` stays that of the settings given."""
+    settings, record.rank, changed = used_method_settings(model, method, json.loads(record.method_settings or "{}"))
+    record.method_settings = json.dumps(settings, sort_keys=True, separators=(",", ":"))
+    if changed and say:
+        print(f"peftbench: note: {record.method} ran with other values than given: {'; '.join(changed)}. "
+              "The row's method_settings and rank record the values used.", file=sys.stderr)
 
 
 def run_key(config: dict[str, Any], world_size: int = 1) -> str:

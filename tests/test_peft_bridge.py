@@ -220,6 +220,37 @@ def test_the_rank_note_names_the_bridge_types_own_rank(monkeypatch, method, rank
     assert note == f"peftbench: note: {expected}; the run goes on without it"
 
 
+def test_a_value_peft_adjusts_is_recorded_as_used_and_noted(tiny_bert_dir, tmp_path, capsys):
+    from peftbench.api import used_method_settings
+    from peftbench.runner import run
+
+    model = apply_method(bert().model(), "peft", peft_type="oft", options={"oft_block_size": 5, "r": 0})
+    given = {"options": {"oft_block_size": 5, "r": 0, "target_modules": ["value", "query"], "coft": False},
+             "peft_type": "oft"}
+    settings, rank, changed = used_method_settings(model, "peft", given)
+    # peft's OFT layers use block size 4 (32 is no multiple of 5) and so 8 blocks, warning only; peft's config says 5.
+    assert model.peft_bridge.tuner.peft_config["default"].oft_block_size == 5
+    assert settings == {"options": {"oft_block_size": 4, "r": 8, "target_modules": ["value", "query"], "coft": False},
+                        "peft_type": "oft"}
+    assert rank is None
+    assert changed == ["method.options.oft_block_size=5 (used: 4)", "method.options.r=0 (used: 8)"]
+    lora = apply_method(bert().model(), "peft", peft_type="lora", options={"r": 4, "lora_alpha": 8})
+    assert used_method_settings(lora, "peft", {"options": {"r": 4, "lora_alpha": 8}, "peft_type": "lora"}) == (
+        {"options": {"r": 4, "lora_alpha": 8}, "peft_type": "lora"}, 4, [])
+
+    cfg = _compose(["method=oft", "method.options.oft_block_size=5", f"model.name={tiny_bert_dir}",
+                    f"results_dir={tmp_path}", "wandb.mode=disabled", "train.steps=1", "train.batch_size=8",
+                    "train.eval_size=16", "train.log_every=1", "train.measure_warmup_steps=1",
+                    "train.latency_batches=1", "spectrum.enabled=false", "forgetting.enabled=false"])
+    record = run(cfg)
+    assert record.status == "success", record.error
+    assert json.loads(record.method_settings)["options"]["oft_block_size"] == 4
+    assert json.loads(record.config_json)["method"]["options"]["oft_block_size"] == 5  # what was given, as run_key
+    err = capsys.readouterr().err
+    assert "peftbench: note: peft:oft ran with other values than given: method.options.oft_block_size=5 " \
+           "(used: 4); method.options.r=0 (used: 8)." in err
+
+
 # --- the update's spectrum: W - W0 of each adapted weight, as for our own methods ------------------------
 
 def _spectrum(model, method: str, seed: int = 9):
