@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -164,6 +165,14 @@ def build_peft_config(peft_type: str, options: Mapping[str, Any], target_modules
                 f"method.options.{key} is not a field of peft's {config_cls.__name__} ({name.lower()}); its "
                 f"fields are: {', '.join(allowed)}."
             )
+    rank_key = rank_option(name)
+    given_rank = options.get(rank_key) if rank_key else None
+    if given_rank is not None and (isinstance(given_rank, bool) or not isinstance(given_rank, int) or given_rank < 1):
+        default = next(f.default for f in dataclasses.fields(config_cls) if f.name == rank_key)
+        raise MethodConfigError(
+            f"method.options.{rank_key}={given_rank!r}: it is the rank of peft's {config_cls.__name__} "
+            f"({name.lower()}) and must be a positive integer, such as 2, 4, 8 or 16 (peft's default: {default})."
+        )
     kwargs = dict(options)
     if kwargs.get("target_modules") is None and target_modules is not None:
         kwargs["target_modules"] = target_modules
@@ -223,13 +232,24 @@ def apply(model: nn.Module, config: PeftBridgeConfig) -> nn.Module:
     except (TypeError, ValueError) as err:  # e.g. a target peft's type cannot wrap (GPT-2's Conv1D for LoHa)
         raise MethodConfigError(
             f"method=peft, peft_type={config.type_name.lower()}: peft could not inject it into "
-            f"{type(model).__name__}: {err} (set method.options.target_modules to modules it can wrap)"
+            f"{type(model).__name__}: {err} ({injection_hint(str(err), peft_config)})"
         ) from None
     run_length = RUN_LENGTH_OPTIONS.get(config.type_name)
     model.peft_bridge = Injected(config.type_name, tuner, bool(run_length) and config.options.get(run_length) is None)
     if config.type_name == "ADALORA":
         model.register_forward_hook(add_orthogonal_penalty)
     return model
+
+
+def injection_hint(message: str, peft_config: Any) -> str:
+    """What to change after peft refused to inject: the options peft's message names in backticks
+    (`r` (64) must be less than or equal to in_features (32)), else the targets."""
+    fields = {f.name for f in dataclasses.fields(peft_config)} - set(BRIDGE_FIELDS)
+    named = [key for key in dict.fromkeys(re.findall(r"`(\w+)`", message)) if key in fields]
+    if named:
+        return "set " + " or ".join(f"method.options.{key} (now {getattr(peft_config, key)!r})" for key in named) + \
+            " to a value it accepts for these layers"
+    return "set method.options.target_modules to modules it can wrap"
 
 
 def add_orthogonal_penalty(module: nn.Module, args: Any, outputs: Any) -> Any:

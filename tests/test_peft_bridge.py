@@ -411,6 +411,9 @@ def test_the_training_loop_calls_the_step_hook(tiny_bert_dir, tmp_path, monkeypa
     (["method.peft_type=vera"], ["shared across layers", "method=vera"]),
     (["method.peft_type=loha", "method.options.rr=3"], ["method.options.rr", "LoHaConfig", "alpha", "rank_dropout"]),
     (["method.options.modules_to_save=[classifier]"], ["method.options.modules_to_save", "task head"]),
+    (["method.peft_type=loha", "method.options.r=0"], ["method.options.r=0", "LoHaConfig", "positive integer", "2, 4, 8"]),
+    (["method.peft_type=lora", "method.options.r=-2"], ["method.options.r=-2", "positive integer"]),
+    (["method=adalora", "method.options.init_r=0"], ["method.options.init_r=0", "AdaLoraConfig", "positive integer"]),
 ])
 def test_bad_settings_are_refused_at_validation_naming_the_key(overrides, expected):
     with pytest.raises(ConfigError) as err:
@@ -432,6 +435,13 @@ def test_the_methods_package_imports_without_peft():
             "print('ok')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr
+
+
+def test_a_value_peft_refuses_at_injection_is_named_by_its_key():
+    # MiSS's default r (64) is wider than the tiny model's layers (32): peft says so only when injecting.
+    with pytest.raises(MethodConfigError) as err:
+        apply_method(bert().model(), "peft", peft_type="miss")
+    assert "set method.options.r (now 64)" in str(err.value) and "target_modules" not in str(err.value)
 
 
 def test_a_target_peft_cannot_wrap_is_refused_with_the_reason():
