@@ -91,8 +91,9 @@ def sweep_objective(score: float | str | None) -> float:
 def hydra_main(cfg: DictConfig) -> float | None:
     from peftbench.distributed import world_from_env  # torch loads only once the config composed
     from peftbench.live import sigterm_as_interrupt
-    from peftbench.runner import already_done, run
+    from peftbench.runner import already_done, quiet_import_warnings, run
 
+    quiet_import_warnings(bool(cfg.get("verbose")))  # before the rank note and resume check import peft
     sweep_id, multirun = sweep_context()
     if note := unused_rank_note(cfg):
         print(note, file=sys.stderr)

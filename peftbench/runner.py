@@ -114,6 +114,7 @@ def run(cfg: DictConfig, sweep_id: str = "") -> RunRecord:
             save_record(record, results_dir, config, config.get("wandb") or {}, logger)
             dist.mark_recorded()
 
+    quiet_import_warnings(bool(cfg.get("verbose")))  # before the config's check imports peft
     try:
         with stages("setup"):
             config = canonical_config(OmegaConf.to_container(cfg, resolve=True))  # peft_type=LOHA is loha
@@ -273,9 +274,17 @@ def quiet_libraries(verbose: bool) -> None:
     transformers.logging.disable_progress_bar()
     datasets.logging.set_verbosity_error()
     datasets.disable_progress_bars()
-    # bitsandbytes (imported by peft and our QLoRA) warns at import on a CPU with AVX-512 BF16 that
-    # the optional `kernels` package is missing; it falls back to its own 4-bit matmul on the CPU.
-    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    quiet_import_warnings(verbose)
+
+
+def quiet_import_warnings(verbose: bool) -> None:
+    """Unless ``verbose``, silences a warning a library logs when first imported that says nothing to a
+    user: bitsandbytes (imported by peft and our QLoRA) warns on a CPU with AVX-512 BF16 that the
+    optional `kernels` package is missing, and falls back to its own 4-bit matmul on the CPU. A
+    logger's level holds before its module is imported, so this runs before anything imports peft
+    (checking a method=peft config does)."""
+    if not verbose:
+        logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 def seed_everything(seed: int) -> None:

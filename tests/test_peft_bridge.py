@@ -463,6 +463,8 @@ def test_cli_runs_loha_through_the_bridge_and_records_it(tiny_bert_dir, tmp_path
     assert proc.returncode == 0, proc.stderr
     (row,) = list(csv.DictReader(open(results / "runs.csv")))
     assert row["status"] == "success" and row["method"] == "peft:loha" and row["rank"] == "4"
+    # bitsandbytes' warning at import about its optional `kernels` package (CPUs with AVX-512 BF16) is noise.
+    assert "kernels" not in proc.stderr, proc.stderr
     assert json.loads(row["method_settings"]) == {"options": {"r": 4}, "peft_type": "loha"}
     # LoHa: 2 layers x (query, value) x 2 r (32 + 32) at r = 4, plus the classifier 32 x 2 + 2.
     trainable = 2 * 2 * 2 * 4 * 64 + 66
@@ -485,5 +487,6 @@ def test_cli_refuses_an_unknown_peft_type_before_training(tmp_path):
     for text in ("refused", "method.peft_type='nosuch'", "loha", "lokr", "fourierft"):
         assert text in proc.stderr, proc.stderr
     assert "[train]" not in proc.stderr
+    assert "kernels" not in proc.stderr
     (row,) = list(csv.DictReader(open(results / "runs.csv")))
     assert row["status"] == "failed" and row["method"] == "peft:nosuch" and row["trainable_params"] == ""
