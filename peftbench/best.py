@@ -36,7 +36,7 @@ import pandas as pd
 import yaml
 
 from peftbench.report import load_runs
-from peftbench.report.answers import did_not_learn
+from peftbench.report.answers import DID_NOT_LEARN_MARGIN, SCORE_FLOOR, did_not_learn
 from peftbench.report.defaults import bridge_recipe, shipped_method_config
 
 __all__ = ["BestSetting", "best_settings", "describe", "find_searches", "main", "rerun_command"]
@@ -66,6 +66,8 @@ class BestSetting:
         complete: False when the search's Hydra folder was not found: ``overrides`` then holds only
             what ``runs.csv`` records (method, learning rate, rank), not the search's other overrides.
         baseline: The best trial's majority-class baseline score (NaN where the task has none).
+        zero_shot: The best trial's score before training (NaN unless ``train.eval_at_start``): what a
+            task without a majority class (generation) must beat.
     """
 
     model: str
@@ -81,12 +83,14 @@ class BestSetting:
     overrides: list[str]
     complete: bool = True
     baseline: float = math.nan
+    zero_shot: float = math.nan
 
     @property
     def did_not_learn(self) -> bool:
         """The best trial's score is not distinguishable from its majority-class baseline (one run:
-        within :data:`~peftbench.report.answers.DID_NOT_LEARN_MARGIN`), so no trial learned."""
-        return did_not_learn(np.array([self.score]), self.baseline)[0]
+        within :data:`~peftbench.report.answers.DID_NOT_LEARN_MARGIN`), or, without one, does not beat
+        its zero-shot score and 0 by that margin, so no trial learned."""
+        return did_not_learn(np.array([self.score]), self.baseline, zero_shot=self.zero_shot)[0]
 
 
 def sweep_dir_name(sweep_id: str) -> str:
@@ -227,7 +231,7 @@ def best_settings(
     """
     runs = load_runs(results_dir, columns=["run_id", "sweep_id", "status", "model", "task", "method", "seed",
                                            "rank", "lr", "score", "metric", "config_json",
-                                           "baseline_score"])
+                                           "baseline_score", "zero_shot_score"])
     known = find_searches(results_dir) | {Path(d).name: Path(d) for d in sweep_dirs}
     wanted = list(searches) if searches is not None else list(known)
     if not wanted:
@@ -271,6 +275,7 @@ def best_settings(
                 sweep_id=rec["sweep_id"], run_id=rec["run_id"], n_trials=counts[key][0], n_failed=counts[key][1],
                 params=params, overrides=overrides, complete=complete,
                 baseline=float(rec["baseline_score"]) if not pd.isna(rec["baseline_score"]) else math.nan,
+                zero_shot=float(rec["zero_shot_score"]) if not pd.isna(rec["zero_shot_score"]) else math.nan,
             )
         )
     return out
@@ -326,7 +331,13 @@ def describe(best: BestSetting) -> str:
             f"({best.n_failed} failed) in search {best.sweep_id}: {chosen}, "
             f"{best.metric or 'score'} {best.score:.4f} in the search (run {best.run_id})")
     if best.did_not_learn:
-        line += (f"; it did not learn (the majority-class baseline scores {best.baseline:.4f}), nor did any other "
+        if math.isfinite(best.baseline):
+            why = f"the majority-class baseline scores {best.baseline:.4f}"
+        elif math.isfinite(best.zero_shot):
+            why = f"it does not beat the pretrained model's zero-shot {best.zero_shot:.4f} by {DID_NOT_LEARN_MARGIN:g}"
+        else:
+            why = f"it does not beat {SCORE_FLOOR:g} by {DID_NOT_LEARN_MARGIN:g}"
+        line += (f"; it did not learn ({why}), nor did any other "
                  "trial: search more trials or a wider range (hydra.sweeper.params), or give it a larger "
                  "budget, before rerunning it")
     return line

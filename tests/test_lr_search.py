@@ -142,3 +142,22 @@ def test_a_search_whose_best_trial_did_not_learn_says_so(tmp_path):
     assert "it did not learn (the majority-class baseline scores 0.5535), nor did any other trial" in best.describe(
         found["ia3"])
     assert "did not learn" not in best.describe(found["lora"])
+
+
+def test_a_generation_search_whose_best_trial_scored_zero_did_not_learn(tmp_path):
+    """Exact match has no majority class: the best trial must beat the zero-shot score (and 0)."""
+    import json
+
+    from peftbench.record import RunRecord, append_csv_row
+
+    for i, (method, score, zero_shot) in enumerate([("ia3", 0.0, 0.0), ("lora", 0.0, None), ("full", 0.25, 0.0)]):
+        record = RunRecord(run_id=f"r{i}", sweep_id="s1", status="success", model="m", task="arithmetic",
+                           method=method, seed=0, lr=0.002, score=score, metric="exact_match",
+                           zero_shot_score=zero_shot,
+                           config_json=json.dumps({"method": {"name": method}, "train": {"lr": 0.002}}))
+        append_csv_row(tmp_path / "runs.csv", record.to_row())
+    found = {s.method: s for s in best.best_settings(tmp_path, searches=["s1"])}
+    assert found["ia3"].did_not_learn and found["lora"].did_not_learn and not found["full"].did_not_learn
+    assert "it did not learn (it does not beat the pretrained model's zero-shot 0.0000 by 0.01)" in best.describe(
+        found["ia3"])
+    assert "it did not learn (it does not beat 0 by 0.01)" in best.describe(found["lora"])

@@ -238,3 +238,81 @@ def test_the_search_command_of_a_bridged_recipe_names_the_recipe_that_ran():
     assert search_command("peft:loha", json.dumps({"options": {}, "peft_type": "loha"})).endswith(
         "method=peft method.peft_type=loha")
     assert search_command("peft:loha", "not json").endswith("method=peft method.peft_type=loha")
+
+
+# Generation tasks (causal LM, exact match) have no majority class: a run is judged against the
+# pretrained model's zero-shot score (train.eval_at_start) and the floor 0.
+
+
+def _gen(method: str, seed: int, score: float, key: str, zero_shot: float | None = 0.0, **overrides) -> dict:
+    """A SmolLM2 run on arithmetic (exact match) as the harness records it: no baseline_score."""
+    from tests.test_report_data import make_run
+
+    return make_run(method=method, seed=seed, score=score, setting_key=key, model="HuggingFaceTB/SmolLM2-135M",
+                    task="arithmetic", metric="exact_match", baseline_score="",
+                    zero_shot_score="" if zero_shot is None else zero_shot, cpu_util=0.9, load_avg_1m_end=1.0,
+                    cpu_count=4, budget_unit="steps", budget=60, **overrides)
+
+
+def _gen_lora(rank: int, seed: int, score: float, **overrides) -> dict:
+    import json
+
+    return _gen("lora", seed, score, f"r{rank}", rank=rank, method_settings=json.dumps({"rank": rank}),
+                trainable_params=1000 * rank, **overrides)
+
+
+def _generation_folder(tmp_path: Path) -> Path:
+    """full learned but noisy (0.10, 0.60); lora r=4 and r=16 scored 0 in every seed, as they did before
+    training, and have far fewer parameters: tied with full by the Welch test, the trap of 'cheapest'."""
+    from tests.test_report_data import write_runs
+
+    return write_runs(tmp_path / "gen", [
+        _gen("full", 0, 0.10, "f"), _gen("full", 1, 0.60, "f"),
+        *(_gen_lora(r, s, 0.0) for r in (4, 16) for s in (0, 1)),
+    ]).parent
+
+
+def test_did_not_learn_without_a_majority_class_needs_a_clear_gain_over_zero_shot():
+    assert did_not_learn(np.array([0.0, 0.0]), math.nan, zero_shot=0.0)[0]
+    assert did_not_learn(np.array([0.0]), math.nan)[0]  # no zero-shot recorded: the floor 0
+    assert did_not_learn(np.array([0.004]), math.nan)[0]
+    assert did_not_learn(np.array([0.30, 0.305]), math.nan, zero_shot=0.30)[0]  # no better than before training
+    assert did_not_learn(np.array([0.20, 0.22]), math.nan, zero_shot=0.30)[0]  # worse than before training
+    assert did_not_learn(np.array([0.0]), math.nan, zero_shot=-0.2)[0]  # a correlation of 0 learned nothing
+    assert not did_not_learn(np.array([0.40, 0.45]), math.nan, zero_shot=0.30)[0]
+    assert not did_not_learn(np.array([0.02]), math.nan)[0]
+    # Classification keeps its majority-class rule, whatever the zero-shot score.
+    assert not did_not_learn(np.array([0.60]), 0.5535, zero_shot=0.60)[0]
+
+
+def test_a_generation_setting_that_scored_0_did_not_learn_and_is_not_recommended(tmp_path):
+    report = build_report(_generation_folder(tmp_path))
+    table = report.table.set_index("setting_key")
+    assert table.loc[["r4", "r16"], "did_not_learn"].all() and not table.loc["f", "did_not_learn"]
+    assert table.loc["r4", "vs_best"] == "tied"  # the trap is set: the Welch test alone ties them
+    ((_, lines),) = report.which
+    assert lines[0].startswith("Best: full")
+    assert not any(line.startswith(("Tied with it", "Among those")) for line in lines)
+    assert any(line.startswith("Not distinguishable from it by the Welch test, but left out because they did "
+                               "not learn") for line in lines)
+    assert any("lora ranks 4, 16: no rank learned" in line for line in lines)
+    lost = [line for line in lines if "did not learn:" in line]
+    assert len(lost) == 2 and all("against the pretrained model's zero-shot score 0.0000" in line for line in lost)
+    (sweep,) = rank_sweeps(report.table)
+    assert sweep["smallest_tied_rank"] is None
+
+
+def test_when_no_generation_setting_learned_none_is_recommended(tmp_path):
+    from tests.test_report_data import write_runs
+
+    folder = write_runs(tmp_path / "none", [_gen_lora(r, s, 0.0, zero_shot=None) for r in (4, 16) for s in (0, 1)]).parent
+    ((_, lines),) = build_report(folder).which
+    assert lines[0].startswith("No setting learned: no mean score beats 0 (no zero-shot score recorded) by 0.01")
+    assert not any(line.startswith(("Best:", "Tied", "Among those", "Compute efficiency")) for line in lines)
+
+
+def test_the_end_of_sweep_table_marks_a_generation_setting_that_did_not_learn(tmp_path):
+    out = format_sweep_table(_generation_folder(tmp_path), "sweepA")
+    marked = [line for line in out.splitlines() if line.rstrip().endswith("success") and DID_NOT_LEARN_MARK in line]
+    assert len(marked) == 4 and all(line.startswith("lora") for line in marked)
+    assert "without one not above the zero-shot score and 0 by 0.01" in out

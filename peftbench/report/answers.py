@@ -2,7 +2,8 @@
 rank, what was forgotten, what is cheapest.
 
 :func:`setting_answers` adds per-setting columns to a :func:`~peftbench.report.compare.comparison_table`
-(index-aligned): the majority-class baseline and the did-not-learn test, the zero-shot score, the
+(index-aligned): the majority-class baseline and the did-not-learn test (against the zero-shot score
+where a task has no majority class), the zero-shot score, the
 update's effective and stable rank, the forgetting measures, training FLOPs, ``time_to_95`` and the
 contention flag. :func:`rank_sweeps`, :func:`pareto_fronts` and :func:`forgetting_order` read that
 table. Everything comes from ``runs.csv`` and, where given, the per-run JSON files beside it
@@ -32,11 +33,16 @@ ANSWER_COLUMNS = (
 )
 """The run columns the answers read, besides the report's own."""
 
-MEASURED = ("baseline_score", "update_effective_rank", "representation_drift", "cpu_util", "load_avg_1m_end")
+MEASURED = ("baseline_score", "zero_shot_score", "update_effective_rank", "representation_drift", "cpu_util",
+            "load_avg_1m_end")
 """A runs file whose successful runs hold none of these was written before the answers existed."""
 
 DID_NOT_LEARN_MARGIN = 0.01
-"""A setting's mean score closer than this to its majority-class baseline may count as not learned."""
+"""A setting's mean score closer than this to its majority-class baseline may count as not learned; one
+without a majority class (generation, regression) must beat its zero-shot score (and 0) by this much."""
+SCORE_FLOOR = 0.0
+"""Without a majority class, a mean score must beat this too (no exact match; no correlation), whatever
+the zero-shot score was, or whether it was recorded at all."""
 DID_NOT_LEARN_MARK = "⊘"
 CONTENTION_MARK = "‡"
 CPU_UTIL_MIN = 0.5
@@ -93,17 +99,30 @@ def contended(runs: pd.DataFrame) -> np.ndarray:
     return busy_cpu | busy_load | busy_gpu
 
 
-def did_not_learn(scores: np.ndarray, baseline: float, alpha: float = ALPHA) -> tuple[bool, float]:
+def learning_bar(zero_shot: float) -> float:
+    """What a setting without a majority-class baseline must beat (by :data:`DID_NOT_LEARN_MARGIN`): the
+    pretrained model's zero-shot score, or :data:`SCORE_FLOOR` where that is higher or not recorded."""
+    return max(zero_shot, SCORE_FLOOR) if math.isfinite(zero_shot) else SCORE_FLOOR
+
+
+def did_not_learn(scores: np.ndarray, baseline: float, alpha: float = ALPHA, zero_shot: float = math.nan
+                  ) -> tuple[bool, float]:
     """``(not learned, p)``: seeds' scores not distinguishable from the baseline.
 
-    With 2 or more seeds: a two-sided one-sample t-test of the scores against the baseline (p; equal
-    constant scores give p = 1, other constant scores p = 0), and the mean within
-    :data:`DID_NOT_LEARN_MARGIN` of it (with 2 seeds the test alone cannot tell a noisy learner from
-    a non-learner). With one seed: within the margin (p is NaN).
+    With a majority-class ``baseline`` (classification) and 2 or more seeds: a two-sided one-sample
+    t-test of the scores against the baseline (p; equal constant scores give p = 1, other constant
+    scores p = 0), and the mean within :data:`DID_NOT_LEARN_MARGIN` of it (with 2 seeds the test alone
+    cannot tell a noisy learner from a non-learner). With one seed: within the margin (p is NaN).
+
+    Without one (``baseline`` NaN: generation tasks scored by exact match or ROUGE, regression), the
+    mean must beat :func:`learning_bar` of ``zero_shot`` (the score before training) by the margin: a
+    score of 0, or one no better than the pretrained model's, did not learn (p is NaN).
     """
     scores = scores[np.isfinite(scores)]
-    if not len(scores) or not math.isfinite(baseline):
+    if not len(scores):
         return False, math.nan
+    if not math.isfinite(baseline):
+        return float(scores.mean()) - learning_bar(zero_shot) < DID_NOT_LEARN_MARGIN, math.nan
     close = abs(float(scores.mean()) - baseline) < DID_NOT_LEARN_MARGIN
     if len(scores) < 2:
         return close, math.nan
@@ -118,15 +137,24 @@ def did_not_learn(scores: np.ndarray, baseline: float, alpha: float = ALPHA) -> 
     return close and p >= alpha, p
 
 
+def _mean(runs: pd.DataFrame, name: str) -> float:
+    """The mean of a column's finite values (NaN where there is none, or no such column)."""
+    if name not in runs.columns:
+        return math.nan
+    values = floats(runs[name])
+    return float(np.mean(values[np.isfinite(values)])) if np.isfinite(values).any() else math.nan
+
+
 def not_learned_keys(runs: pd.DataFrame) -> set[str]:
-    """The ``setting_key`` of each setting whose successful runs did not learn (:func:`did_not_learn`)."""
-    if "baseline_score" not in runs.columns:
+    """The ``setting_key`` of each setting whose successful runs did not learn (:func:`did_not_learn`);
+    none for a runs file written before the answers (:func:`has_answers`)."""
+    if not has_answers(runs):
         return set()
     ok = runs[(runs["status"].astype("str") == "success").to_numpy()]
     lost = set()
     for key, sub in ok.groupby(ok["setting_key"].astype("str"), sort=False):
-        baseline = floats(sub["baseline_score"])
-        if key and np.isfinite(baseline).any() and did_not_learn(floats(sub["score"]), float(np.nanmean(baseline)))[0]:
+        if key and did_not_learn(floats(sub["score"]), _mean(sub, "baseline_score"),
+                                 zero_shot=_mean(sub, "zero_shot_score"))[0]:
             lost.add(key)
     return lost
 
@@ -149,13 +177,11 @@ def setting_answers(runs: pd.DataFrame, table: pd.DataFrame, results_dir: str | 
         sub = by_key.get(key)
         if sub is None:
             continue
-        baseline = float(np.nanmean(floats(sub["baseline_score"]))) if np.isfinite(floats(sub["baseline_score"])).any() else math.nan
-        out.at[index, "baseline_score"] = baseline
-        out.at[index, "did_not_learn"], out.at[index, "p_vs_baseline"] = did_not_learn(floats(sub["score"]), baseline)
-        for name in ("zero_shot_score", "update_effective_rank", "update_stable_rank", "representation_drift",
-                     "ref_loss_delta"):
-            values = floats(sub[name])
-            out.at[index, name] = float(np.mean(values[np.isfinite(values)])) if np.isfinite(values).any() else math.nan
+        for name in ("baseline_score", "zero_shot_score", "update_effective_rank", "update_stable_rank",
+                     "representation_drift", "ref_loss_delta"):
+            out.at[index, name] = _mean(sub, name)
+        out.at[index, "did_not_learn"], out.at[index, "p_vs_baseline"] = did_not_learn(
+            floats(sub["score"]), out.at[index, "baseline_score"], zero_shot=out.at[index, "zero_shot_score"])
         out.at[index, "contended"] = bool(sub["_contended"].any())
         out.at[index, "train_flops"] = float(sub["_flops"].mean())
     out["did_not_learn"] = out["did_not_learn"].astype(bool)

@@ -22,6 +22,7 @@ from peftbench.report.answers import (
     GPU_OTHER_MEM_MAX,
     GPU_UTIL_MAX,
     LOAD_PER_CORE_MAX,
+    SCORE_FLOOR,
     TIME_TO_FRACTION,
     forgetting_order,
     groups,
@@ -38,7 +39,9 @@ ANSWER_NOTES = (
     f"{DID_NOT_LEARN_MARK} after a score: did not learn: the score is not distinguishable from the "
     "majority-class baseline of the evaluation split (2+ seeds: a two-sided one-sample t-test of the seeds "
     f"against it at alpha={ALPHA:g}, and a mean within {DID_NOT_LEARN_MARGIN:g} of it; one seed: within "
-    f"{DID_NOT_LEARN_MARGIN:g}). The likely cause is the learning rate or the budget.",
+    f"{DID_NOT_LEARN_MARGIN:g}); without a majority class (generation, regression): a mean that does not beat "
+    f"the zero-shot score (the pretrained model's, train.eval_at_start=true) and {SCORE_FLOOR:g} by "
+    f"{DID_NOT_LEARN_MARGIN:g} or more. The likely cause is the learning rate or the budget.",
     f"{CONTENTION_MARK} after a throughput: measured under contention (the machine was busy while it "
     f"trained): on CPU the process used under {CPU_UTIL_MIN:.0%} of wall time x threads, or the 1-minute "
     f"load average ended above {LOAD_PER_CORE_MAX:g} per core; on CUDA others held over "
@@ -97,9 +100,28 @@ def _learned(rec: dict[str, Any]) -> bool:
 
 def _nothing_learned(records: list[dict[str, Any]]) -> str:
     baselines = sorted({_g(r.get("baseline_score")) for r in records if not missing(r.get("baseline_score"))})
+    if not baselines:  # no majority class: judged against the zero-shot score (and the floor)
+        zero_shot = sorted({_g(r.get("zero_shot_score")) for r in records if not missing(r.get("zero_shot_score"))})
+        against = (f"the zero-shot score ({', '.join(zero_shot)}) or {SCORE_FLOOR:g}, whichever is higher"
+                   if zero_shot else f"{SCORE_FLOOR:g} (no zero-shot score recorded)")
+        return (f"No setting learned: no mean score beats {against} by {DID_NOT_LEARN_MARGIN:g} or more "
+                f"({DID_NOT_LEARN_MARK} below), so none is recommended. The learning rate or the budget is the "
+                "likely cause.")
     return (f"No setting learned: every score is within {DID_NOT_LEARN_MARGIN:g} of the majority-class baseline "
             f"({', '.join(baselines)}) and not distinguishable from it ({DID_NOT_LEARN_MARK} below), so none is "
             "recommended. The learning rate or the budget is the likely cause.")
+
+
+def _judged_against(rec: dict[str, Any]) -> str:
+    """What a setting that did not learn was measured against, in words (see ``did_not_learn``)."""
+    if not missing(rec.get("baseline_score")):
+        p = "" if missing(rec.get("p_vs_baseline")) else f", one-sample t-test p={float(rec['p_vs_baseline']):.2g}"
+        return f"the majority-class baseline {_g(rec['baseline_score'])}{p}"
+    if missing(rec.get("zero_shot_score")):
+        return (f"{SCORE_FLOOR:g}, which it must beat by {DID_NOT_LEARN_MARGIN:g} (no zero-shot score recorded: "
+                "train.eval_at_start=true records one)")
+    return (f"the pretrained model's zero-shot score {_g(rec['zero_shot_score'])}, which it must beat (and "
+            f"{SCORE_FLOOR:g}) by {DID_NOT_LEARN_MARGIN:g}")
 
 
 def _best_and_cheapest(sub: pd.DataFrame) -> list[str]:
@@ -200,10 +222,9 @@ def _not_learned(sub: pd.DataFrame) -> list[str]:
     for rec in sub.to_dict("records"):
         if not is_marked(rec.get("did_not_learn")):
             continue
-        p = "" if missing(rec.get("p_vs_baseline")) else f", one-sample t-test p={float(rec['p_vs_baseline']):.2g}"
         lines.append(
-            f"{DID_NOT_LEARN_MARK} {label(rec)} did not learn: {_g(rec['score_mean'])} against the majority-class "
-            f"baseline {_g(rec['baseline_score'])}{p}. The learning rate or the budget is the likely cause; "
+            f"{DID_NOT_LEARN_MARK} {label(rec)} did not learn: {_g(rec['score_mean'])} against "
+            f"{_judged_against(rec)}. The learning rate or the budget is the likely cause; "
             f"search one: `{search_command(rec['method'], rec.get('method_settings'))}`.")
     return lines
 

@@ -11,7 +11,13 @@ import numpy as np
 import pandas as pd
 
 from peftbench.record import STATUSES
-from peftbench.report.answers import DID_NOT_LEARN_MARK, not_learned_keys, search_command
+from peftbench.report.answers import (
+    DID_NOT_LEARN_MARGIN,
+    DID_NOT_LEARN_MARK,
+    MEASURED,
+    not_learned_keys,
+    search_command,
+)
 from peftbench.report.cells import (
     STOPPED_MARK,
     budget_label,
@@ -81,7 +87,7 @@ def format_sweep_table(results_dir: str | os.PathLike[str], sweep_id: str) -> st
     of the budget's steps, e.g. ``120/150``, trainable parameters and their share of the model, peak
     memory, throughput, score, status), then the failed or cancelled runs with their error. A run of a
     setting that did not learn (its seeds' scores not distinguishable from the majority-class baseline,
-    :func:`peftbench.report.answers.did_not_learn`) has :data:`DID_NOT_LEARN_MARK` after its score. A run
+    or, without one, not above the zero-shot score: :func:`peftbench.report.answers.did_not_learn`) has :data:`DID_NOT_LEARN_MARK` after its score. A run
     that stopped before its budget has :data:`STOPPED_MARK` after its steps, explained in a note; a
     warning says when runs of one model and task have different budgets. Never raises on a missing
     or empty file: it says so in the returned text.
@@ -96,7 +102,7 @@ def format_sweep_table(results_dir: str | os.PathLike[str], sweep_id: str) -> st
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RunsFileWarning)
-            runs = load_runs(results_dir, columns=(*REPORT_COLUMNS, "baseline_score"))
+            runs = load_runs(results_dir, columns=(*REPORT_COLUMNS, *MEASURED))
     except FileNotFoundError as error:
         return f"Sweep {sweep_id}: {error}\n"
     runs = runs[(runs["sweep_id"] == str(sweep_id)).to_numpy()]
@@ -181,7 +187,8 @@ def format_sweep_table(results_dir: str | os.PathLike[str], sweep_id: str) -> st
             advice.append(f"{', '.join(hopeless)} learned at none of the learning rates this sweep tried: more "
                           "trials, a wider range (hydra.sweeper.params) or a larger budget may find one")
         parts.append(f"{DID_NOT_LEARN_MARK} did not learn (score not distinguishable from the majority-class "
-                     f"baseline): {shown}; {'; '.join(advice)}")
+                     f"baseline, or without one not above the zero-shot score and 0 by {DID_NOT_LEARN_MARGIN:g}): "
+                     f"{shown}; {'; '.join(advice)}")
     failed = failed_runs(runs)
     if not failed.empty:
         parts.append("Failed or cancelled:")
