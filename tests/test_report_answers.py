@@ -316,3 +316,46 @@ def test_the_end_of_sweep_table_marks_a_generation_setting_that_did_not_learn(tm
     marked = [line for line in out.splitlines() if line.rstrip().endswith("success") and DID_NOT_LEARN_MARK in line]
     assert len(marked) == 4 and all(line.startswith("lora") for line in marked)
     assert "without one not above the zero-shot score and 0 by 0.01" in out
+
+
+def _with_curves(tmp_path: Path, rows: list[tuple[dict, list[tuple[int, float]]]]) -> Path:
+    """Writes the runs and each one's ``runs/<run_id>.json`` evaluation curve (step 0: zero-shot)."""
+    import json
+
+    from tests.test_report_data import write_runs
+
+    folder = write_runs(tmp_path / "curves", [run for run, _ in rows]).parent
+    (folder / "runs").mkdir()
+    for run, curve in rows:
+        (folder / "runs" / f"{run['run_id']}.json").write_text(json.dumps({"eval_curve": curve}), encoding="utf-8")
+    return folder
+
+
+def test_time_to_95_is_empty_for_a_setting_that_never_beat_zero_shot(tmp_path):
+    """full stays at its zero-shot 0.50 (did not learn): the zero-shot point already meets 95% of the
+    best (0.95 x 0.52), which once read as 0.0 s. lora beats zero-shot at step 20 of 60."""
+    from peftbench.report.summary import answer_rows
+
+    timing = {"train_steps": 60, "train_samples": 960, "train_samples_per_s": 16.0}  # 60 s of training
+    flat = [(0, 0.50), (20, 0.45), (40, 0.50), (60, 0.50)]
+    rising = [(0, 0.50), (20, 0.51), (40, 0.52), (60, 0.52)]
+    folder = _with_curves(tmp_path, [
+        (_gen("full", 0, 0.50, "f", zero_shot=0.50, **timing), flat),
+        (_gen("full", 1, 0.50, "f", zero_shot=0.50, **timing), flat),
+        (_gen_lora(4, 0, 0.52, zero_shot=0.50, **timing), rising),
+        (_gen_lora(4, 1, 0.52, zero_shot=0.50, **timing), rising),
+    ])
+    report = build_report(folder)
+    table = report.table.set_index("setting_key")
+    assert table.loc["f", "did_not_learn"] and not table.loc["r4", "did_not_learn"]
+    assert math.isnan(table.loc["f", "time_to_95"])
+    assert table.loc["r4", "time_to_95"] == pytest.approx(20 / 60 * 960 / 16)
+    rows = {row[0]: row[-1] for row in answer_rows(report.table)}
+    assert rows == {"full": "-", "lora": "20.0 s"}
+
+
+def test_time_to_95_is_empty_when_every_setting_scored_0(tmp_path):
+    timing = {"train_steps": 60, "train_samples": 960, "train_samples_per_s": 16.0}
+    zeros = [(0, 0.0), (20, 0.0), (40, 0.0), (60, 0.0)]
+    folder = _with_curves(tmp_path, [(_gen_lora(r, s, 0.0, **timing), zeros) for r in (4, 16) for s in (0, 1)])
+    assert build_report(folder).table["time_to_95"].isna().all()

@@ -54,7 +54,7 @@ GPU_OTHER_MEM_MAX = 2 * 2**30
 GPU_UTIL_MAX = 10.0
 """... or the device already more than this busy (percent, with pynvml)."""
 TIME_TO_FRACTION = 0.95
-"""``time_to_95``: training time to reach this share of the best setting's mean score."""
+"""``time_to_95``: training time to reach this share of the best learned setting's mean score."""
 SEARCH_COMMAND = "python -m peftbench -m hydra/sweeper=lr_search method={method}"
 
 
@@ -187,7 +187,7 @@ def setting_answers(runs: pd.DataFrame, table: pd.DataFrame, results_dir: str | 
     out["did_not_learn"] = out["did_not_learn"].astype(bool)
     out["contended"] = out["contended"].astype(bool)
     if results_dir is not None:
-        out["time_to_95"] = time_to_fraction(ok, table, Path(results_dir))
+        out["time_to_95"] = time_to_fraction(ok, table, Path(results_dir), out["did_not_learn"].to_numpy())
     return out
 
 
@@ -200,29 +200,38 @@ def run_json(results_dir: Path, run_id: str) -> dict[str, Any]:
         return {}
 
 
-def time_to_fraction(ok: pd.DataFrame, table: pd.DataFrame, results_dir: Path) -> np.ndarray:
-    """Per row: mean over seeds of the training time to the first evaluation reaching
-    :data:`TIME_TO_FRACTION` of the best mean score of its model, task and budget; NaN if a seed
-    never reached it or has no evaluations during training.
+def time_to_fraction(ok: pd.DataFrame, table: pd.DataFrame, results_dir: Path, lost: np.ndarray | None = None
+                     ) -> np.ndarray:
+    """Per row: mean over seeds of the training time to the first evaluation after training started
+    that reached :data:`TIME_TO_FRACTION` of the best mean score among the settings that learned
+    (``lost``: per row, did not learn) of its model, task and budget, and beat the seed's zero-shot
+    score (step 0, ``train.eval_at_start``); NaN if a seed never did, if it has fewer than two
+    evaluations after the start, if the setting did not learn, or if the best score is not above 0.
 
-    A step's training time is ``step / train_steps x train_samples / train_samples_per_s`` (the
-    measured training throughput, evaluation time excluded).
+    The zero-shot point never counts: a target the pretrained model already met was not reached by
+    training, in 0 s or any other time. A step's training time is ``step / train_steps x train_samples
+    / train_samples_per_s`` (the measured training throughput, evaluation time excluded).
     """
     result = np.full(len(table), np.nan)
+    lost = np.zeros(len(table), dtype=bool) if lost is None else np.asarray(lost, dtype=bool)
     within = [k for k in COMPARE_KEYS if k in table.columns]
-    best = table.groupby(within, dropna=False, sort=False)["score_mean"].transform("max").to_numpy()
+    learned = table["score_mean"].where(~lost)
+    best = learned.groupby([table[k] for k in within], dropna=False, sort=False).transform("max").to_numpy()
     by_key = {key: sub for key, sub in ok.groupby(ok["setting_key"].astype("str"), sort=False) if key}
     for position, key in enumerate(table["setting_key"].astype("str")):
         sub = by_key.get(key)
-        if sub is None or not math.isfinite(best[position]):
+        if sub is None or lost[position] or not (math.isfinite(best[position]) and best[position] > 0):
             continue
+        target = TIME_TO_FRACTION * best[position]
         times = []
         for rec in sub.to_dict("records"):
             curve = run_json(results_dir, str(rec["run_id"])).get("eval_curve") or []
-            if len(curve) < 2:
+            start = next((v for s, v in curve if s == 0), math.nan)  # the zero-shot score, if evaluated
+            trained = [(s, v) for s, v in curve if s > 0]
+            if len(trained) < 2:
                 times = []
                 break
-            step = next((s for s, v in curve if v >= TIME_TO_FRACTION * best[position]), None)
+            step = next((s for s, v in trained if v >= target and (math.isnan(start) or v > start)), None)
             seconds = float(rec["train_samples"]) / float(rec["train_samples_per_s"]) if rec["train_samples_per_s"] else math.nan
             times.append(math.nan if step is None else step / float(rec["train_steps"]) * seconds)
         if times and all(math.isfinite(t) for t in times):

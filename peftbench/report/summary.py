@@ -52,8 +52,9 @@ ANSWER_NOTES = (
     "Drift: 1 - linear CKA (Kornblith et al. 2019) between the pretrained and the tuned model's final hidden "
     "states on a reference text held out from the task (forgetting_reference); ref loss Δ: tuned minus "
     "pretrained per-token cross-entropy there (causal LMs).",
-    f"Time to {TIME_TO_FRACTION:.0%}: training time until an evaluation (train.eval_every) first reached "
-    f"{TIME_TO_FRACTION:.0%} of the best setting's mean score; empty when a seed never did.",
+    f"Time to {TIME_TO_FRACTION:.0%}: training time until an evaluation after the start (train.eval_every) "
+    f"first reached {TIME_TO_FRACTION:.0%} of the best learned setting's mean score and beat the zero-shot "
+    f"score; empty when a seed never did and for a setting that did not learn ({DID_NOT_LEARN_MARK}).",
 )
 
 
