@@ -90,8 +90,9 @@ def sweep_objective(score: float | str | None) -> float:
 @hydra.main(version_base="1.3", config_path=CONFIG_SEARCH_PATH, config_name="config")
 def hydra_main(cfg: DictConfig) -> float | None:
     from peftbench.distributed import world_from_env  # torch loads only once the config composed
+    from peftbench.identity import already_done
     from peftbench.live import sigterm_as_interrupt
-    from peftbench.runner import already_done, quiet_import_warnings, run
+    from peftbench.runner import quiet_import_warnings, run
 
     quiet_import_warnings(bool(cfg.get("verbose")))  # before the rank note and resume check import peft
     sweep_id, multirun = sweep_context()

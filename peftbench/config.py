@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import re
 import typing
 from dataclasses import dataclass, field
@@ -570,30 +569,6 @@ def _under_method_node(message: str, cfg: DictConfig) -> str:
     if first and first.group() in fields - {"rank"} and not message.startswith("method."):
         return f"method.{message}"
     return message
-
-
-def canonical_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The resolved ``config`` with the method's settings as its config class writes them when it validates
-    them (the peft bridge's ``method.peft_type=LOHA`` is ``loha``), so spellings of one run share one
-    ``run_key``, one row and one resume. Only settings the class changes are rewritten; a method node
-    that does not validate is left as given (:func:`validate` refuses it by name, and the run is
-    recorded as failed)."""
-    method = config.get("method")
-    if not isinstance(method, dict):
-        return config
-    try:
-        spec = methods.get_method(str(method.get("name", "")))
-        names = [f.name for f in dataclasses.fields(spec.config_cls) if f.name in method]
-        checked = spec.config_cls(**{k: method[k] for k in names})
-    except (TypeError, ValueError, ImportError):  # MethodConfigError is a ValueError
-        return config
-    written = {k: getattr(checked, k) for k in names}
-    changed = {k: v for k, v in written.items() if _as_json(v) != _as_json(method[k])}
-    return {**config, "method": {**method, **changed}} if changed else config
-
-
-def _as_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
 
 
 def validate(cfg: DictConfig) -> Validated:

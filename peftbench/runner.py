@@ -7,9 +7,7 @@ Each stage is one function below. :func:`run` never raises for a failed run: the
 from __future__ import annotations
 
 import contextlib
-import csv
 import functools
-import hashlib
 import itertools
 import json
 import logging
@@ -43,9 +41,10 @@ from peftbench.api import (
 )
 from peftbench.baseline import majority_baseline
 from peftbench.budget import BatchPlan
-from peftbench.config import RECIPE_KEYS, SCHEDULES, Validated, canonical_config, validate
+from peftbench.config import RECIPE_KEYS, SCHEDULES, Validated, validate
 from peftbench.contention import Contention, ContentionMeter
 from peftbench.errors import ConfigError
+from peftbench.identity import canonical_config, run_key
 from peftbench.live import NullLogger, RunLogger, start_logger
 from peftbench.measure import (
     MemoryMeter,
@@ -66,28 +65,6 @@ from peftbench.results_dir import check_results_dir
 from peftbench.sinks import save_record
 from peftbench.speed import StageTimer, autocast, compile_model, compile_seconds, used_precision
 from peftbench.tasks import TaskData, infer_label_names, load_task, truncation_note, use_label_names
-
-# Keys that do not change what a run computes, left out of its identity (run_key). The top-level
-# `rank` is there too: methods with a rank carry its resolved value in their own node, and for the
-# others (full fine-tuning) it changes nothing.
-NOT_IN_RUN_KEY = ("results_dir", "wandb", "verbose", "force", "rank", "hydra", "forgetting", "spectrum")
-
-
-def already_done(cfg: DictConfig) -> dict[str, str] | None:
-    """The latest recorded successful row with this config's run_key (the one the report counts),
-    unless ``force=true``."""
-    if cfg.get("force"):
-        return None
-    key = run_key(canonical_config(OmegaConf.to_container(cfg, resolve=True)), distributed.world_from_env()[0])
-    path = Path(str(cfg.results_dir)) / "runs.csv"
-    if not path.exists():
-        return None
-    latest = None
-    with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            if row.get("run_key") == key and row.get("status") == "success":
-                latest = row
-    return latest
 
 
 def run(cfg: DictConfig, sweep_id: str = "") -> RunRecord:
@@ -236,21 +213,6 @@ def record_used_settings(record: RunRecord, model: nn.Module, method: str, say: 
     if changed and say:
         print(f"peftbench: note: {record.method} ran with other values than given: {'; '.join(changed)}. "
               "The row's method_settings and rank record the values used.", file=sys.stderr)
-
-
-def run_key(config: dict[str, Any], world_size: int = 1) -> str:
-    """A stable identity of what a run computes: the resolved config, seed included, minus paths.
-
-    A run on several processes adds its world size and ``train.strategy``; on one process the
-    strategy changes nothing and is left out, so one-process keys are those of the runs recorded
-    before distributed runs existed (resume still finds them).
-    """
-    kept = {k: v for k, v in config.items() if k not in NOT_IN_RUN_KEY}
-    if isinstance(kept.get("train"), dict):
-        kept["train"] = {k: v for k, v in kept["train"].items() if k != "strategy"}
-    if world_size > 1:
-        kept["distributed"] = {"world_size": world_size, "strategy": (config.get("train") or {}).get("strategy", "ddp")}
-    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def pick_device(requested: str) -> torch.device:

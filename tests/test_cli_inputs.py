@@ -91,7 +91,7 @@ def test_a_job_that_repeats_another_of_its_sweep_is_named_as_such(tmp_path):
 def test_the_skip_names_the_latest_success_the_one_the_report_counts(tmp_path):
     from omegaconf import OmegaConf
 
-    from peftbench.runner import already_done, run_key
+    from peftbench.identity import already_done, run_key
 
     cfg = compose_run([f"results_dir={tmp_path}"])
     key = run_key(OmegaConf.to_container(cfg, resolve=True))

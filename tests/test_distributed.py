@@ -103,7 +103,7 @@ def test_rank_shares_cut_the_one_process_plan_and_weigh_to_its_mean(unit, amount
 
 
 def test_one_process_keeps_its_run_key_and_other_world_sizes_get_their_own():
-    from peftbench.runner import run_key
+    from peftbench.identity import run_key
 
     old = {"method": {"name": "lora"}, "seed": 0, "train": {"steps": 150}, "results_dir": "r"}
     new = {**old, "train": {"steps": 150, "strategy": "ddp"}}

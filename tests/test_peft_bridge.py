@@ -148,9 +148,9 @@ def test_peft_type_is_case_insensitive_and_labels_rows():
 def test_peft_type_in_any_case_is_one_run_one_key_and_one_row(tiny_bert_dir, tmp_path):
     from omegaconf import OmegaConf
 
-    from peftbench.config import canonical_config
+    from peftbench.identity import already_done, canonical_config
     from peftbench.record import RunRecord
-    from peftbench.runner import already_done, describe, run
+    from peftbench.runner import describe, run
 
     def compose(peft_type: str):
         return _compose(["method=peft", f"method.peft_type={peft_type}", "method.options.r=2",
