@@ -164,8 +164,13 @@ def freeze_all(model: nn.Module) -> None:
         param.requires_grad_(False)
 
 
+def is_positive_int(value: Any) -> bool:
+    """An int of at least 1 (a bool is not one)."""
+    return not isinstance(value, bool) and isinstance(value, int) and value >= 1
+
+
 def check_positive_int(value: Any, key: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_positive_int(value):
         raise MethodConfigError(f"{key} must be a positive integer, got {value!r}")
 
 

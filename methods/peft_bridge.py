@@ -46,7 +46,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import Conv1D, MethodConfigError, MethodSpec
+from .base import Conv1D, MethodConfigError, MethodSpec, is_positive_int
 from .targets import default_targets
 
 ADAPTER = "default"  # peft's adapter name; the only adapter the bridge injects
@@ -165,10 +165,9 @@ def build_peft_config(peft_type: str, options: Mapping[str, Any], target_modules
                 f"method.options.{key} is not a field of peft's {config_cls.__name__} ({name.lower()}); its "
                 f"fields are: {', '.join(allowed)}."
             )
-    rank_key = rank_option(name)
+    rank_key, default = rank_field(name) or (None, None)
     given_rank = options.get(rank_key) if rank_key else None
-    if given_rank is not None and (isinstance(given_rank, bool) or not isinstance(given_rank, int) or given_rank < 1):
-        default = next(f.default for f in dataclasses.fields(config_cls) if f.name == rank_key)
+    if given_rank is not None and not is_positive_int(given_rank):
         raise MethodConfigError(
             f"method.options.{rank_key}={given_rank!r}: it is the rank of peft's {config_cls.__name__} "
             f"({name.lower()}) and must be a positive integer, such as 2, 4, 8 or 16 (peft's default: {default})."
@@ -383,9 +382,9 @@ def state_dict(model: nn.Module) -> dict[str, Any]:
     return {k: v for k, v in model.state_dict().items() if k.startswith(inside) and not k.startswith(base)}
 
 
-def rank_option(type_name: str) -> str | None:
-    """The option of peft type ``type_name`` (upper case) that holds its rank (``r``, AdaLoRA's ``init_r``),
-    or None for a type without one."""
+def rank_field(type_name: str) -> tuple[str, Any] | None:
+    """``(option, peft's default)`` of peft type ``type_name`` (upper case): the option that holds its rank
+    (``r``, AdaLoRA's ``init_r``), or None for a type without one."""
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 
     peft = import_peft()
@@ -393,26 +392,21 @@ def rank_option(type_name: str) -> str | None:
         return None
     config_cls = PEFT_TYPE_TO_CONFIG_MAPPING.get(peft.PeftType[type_name])
     option = RANK_OPTIONS.get(type_name, "r")
-    return option if config_cls is not None and option in {f.name for f in dataclasses.fields(config_cls)} else None
+    found = [f for f in dataclasses.fields(config_cls) if f.name == option] if config_cls is not None else []
+    return (option, found[0].default) if found else None
 
 
 def rank(settings: Mapping[str, Any]) -> tuple[str, Any] | None:
     """``("options.r", value)`` for a type with a rank: the option as given, else peft's default for it
     (the ``rank`` column); None for a type without one (OFT, IA3, FourierFT...)."""
-    type_name = str(settings.get("peft_type", "")).upper()
     try:
-        option = rank_option(type_name)
+        found = rank_field(str(settings.get("peft_type", "")).upper())
     except MethodConfigError:  # peft is not installed: the run is refused, it has no rank
         return None
-    if option is None:
+    if found is None:
         return None
-    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
-
-    options = settings.get("options") or {}
-    if option in options:
-        return f"options.{option}", options[option]
-    config_cls = PEFT_TYPE_TO_CONFIG_MAPPING[import_peft().PeftType[type_name]]
-    return f"options.{option}", next(f.default for f in dataclasses.fields(config_cls) if f.name == option)
+    option, default = found
+    return f"options.{option}", (settings.get("options") or {}).get(option, default)
 
 
 def used_settings(model: nn.Module) -> dict[str, Any]:
